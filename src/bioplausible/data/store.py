@@ -70,10 +70,10 @@ def search_places(spec: DatasetSpec, data_dir=None) -> list[tuple[str, Path]]:
     places: list[tuple[str, Path]] = []
     roots = []
     if data_dir is not None:
-        roots.append(("data_dir", Path(data_dir).expanduser().absolute()))
+        roots.append(("data_dir", Path(os.path.abspath(Path(data_dir).expanduser()))))
     env = os.environ.get(ENV_DATA)
     if env:
-        roots.append((ENV_DATA, Path(env).expanduser().absolute()))
+        roots.append((ENV_DATA, Path(os.path.abspath(Path(env).expanduser()))))
     for label, root in roots:
         places += [(label, root / f) for f in spec.folders]
         places.append((label, root))
@@ -102,8 +102,11 @@ def not_found_message(spec: DatasetSpec, data_dir=None, download_note: str = "")
         elif present:
             note = f" (incomplete: missing {', '.join(f for f in spec.files if f not in present)})"
         parts.append(f"{origin} {d}{note}")
+    if data_dir is None:
+        parts.insert(0, "--data-dir (not given)")
     if not os.environ.get(ENV_DATA):
-        parts.append(f"{ENV_DATA} (not set)")
+        parts.insert(1 if data_dir is None else len(parts) - len(SYSTEM_DIRS) * len(spec.folders) - 1,
+                     f"{ENV_DATA} (not set)")
     urls = "; ".join(f"{f} from {spec.urls[f][0]}" for f in spec.files)
     return (
         f"{spec.name}: dataset files not found ({', '.join(spec.files)}). Searched in order: "
