@@ -31,8 +31,10 @@ MAX_MEMBER_BYTES = 512 * 1024 * 1024
 CIFAR_PIXELS = 3 * 32 * 32
 
 
-def gunzip(path: Path, limit: int = MAX_IDX_BYTES) -> bytes:
-    """Return the decompressed content of a ``.gz`` file, at most ``limit`` bytes."""
+def gunzip(path: Path, limit: int | None = None) -> bytes:
+    """Return the decompressed content of a ``.gz`` file, at most ``limit`` (default
+    :data:`MAX_IDX_BYTES`) bytes."""
+    limit = MAX_IDX_BYTES if limit is None else limit
     try:
         with gzip.open(path, "rb") as f:
             data = f.read(limit + 1)
@@ -190,7 +192,8 @@ def extract_members(archive: Path, wanted: dict[str, str], dest: Path) -> dict[s
     return out
 
 
-def read_file_limited(path: Path, limit: int = MAX_MEMBER_BYTES) -> bytes:
+def read_file_limited(path: Path, limit: int | None = None) -> bytes:
+    limit = MAX_MEMBER_BYTES if limit is None else limit
     size = os.path.getsize(path)
     if size > limit:
         raise DataError(f"{path}: {size} bytes; too large for this dataset file")
