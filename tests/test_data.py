@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bioplausible.data import DATASETS, Dataset, dataset_status, fetch, load_dataset, verify
 from bioplausible.data import readers, store
@@ -266,7 +268,7 @@ def test_missing_files_error_names_every_place(tmp_path, monkeypatch):
         "--data-dir DIR",
         "BIOPLAUSIBLE_DATA=DIR",
         "https://ossci-datasets.s3.amazonaws.com/mnist/train-images-idx3-ubyte.gz",
-        "download=False",
+        "No download was attempted (download=False",
     ):
         assert place in msg
     # without data_dir/env: says so
@@ -403,6 +405,30 @@ def test_idx_wrong_image_size_count_mismatch_and_label_range(tmp_path, monkeypat
     assert str(e.value) == (
         f"{d / 't10k-labels-idx1-ubyte.gz'}: label 10 at record 3 is out of range (expected 0..9)"
     )
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=64), ndim=st.integers(1, 3))
+def test_idx_parser_fuzz_only_raises_data_error(data, ndim):
+    """Arbitrary bytes (and valid headers with random sizes) either parse consistently or raise DataError."""
+    for blob in (data, bytes([0, 0, 8, ndim]) + data):
+        try:
+            arr = readers.parse_idx(blob, ndim, "fuzz")
+        except DataError as e:
+            assert str(e).startswith("fuzz: ")
+        else:
+            assert arr.ndim == ndim and arr.size == len(blob) - 4 - 4 * ndim
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=7000), label_bytes=st.sampled_from([1, 2]))
+def test_cifar_parser_fuzz_only_raises_data_error(data, label_bytes):
+    try:
+        x, y = readers.parse_cifar(data, label_bytes, (10,) if label_bytes == 1 else (20, 100), "fuzz")
+    except DataError as e:
+        assert str(e).startswith("fuzz")
+    else:
+        assert x.shape == (len(data) // (3072 + label_bytes), 3072) and int(y.max()) < 100
 
 
 # ------------------------------------------------------------------------------------- CIFAR
@@ -697,8 +723,10 @@ def test_cli_list_verify_fetch(mnist_dir, tmp_path, monkeypatch):
         _cli("data", "verify", "cifar10", "--data-dir", d)
     with pytest.raises(DataError, match="could not download cifar-10-binary.tar.gz .*NoNetwork"):
         _cli("data", "fetch", "cifar10")
-    with pytest.raises(UserError, match="dataset: invalid value 'mnistt'"):
+    with pytest.raises(UserError, match="dataset name: invalid value 'mnistt'; accepted: mnist, fashion"):
         _cli("data", "fetch", "mnistt")
+    rc, out = _cli("data", "--data-dir", d, "verify", "mnist")  # option before the sub-command
+    assert rc == 0 and out.splitlines()[0] == f"mnist: verified; from data_dir: {mnist_dir[0]}"
     rc, out = _cli("data", "fetch", "mnist", "--data-dir", d)
     assert rc == 0 and "verified" in out
     (mnist_dir[0] / "train-labels-idx1-ubyte.gz").write_bytes(b"junk")

@@ -17,10 +17,10 @@ from ..errors import UserError
 from . import DATASETS, dataset_status, verify
 
 
-def _add_data_dir(p: argparse.ArgumentParser) -> None:
+def _add_data_dir(p: argparse.ArgumentParser, default=None) -> None:
     p.add_argument(
         "--data-dir",
-        default=None,
+        default=default,
         metavar="DIR",
         help="directory holding the official files (DIR/<name>/ or DIR/); searched before "
         "$BIOPLAUSIBLE_DATA, /usr/share/datasets and the cache",
@@ -40,18 +40,18 @@ def register(subparsers) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="data_command", metavar="{fetch,verify}")
     f = sub.add_parser("fetch", help="find or download a dataset, then verify it")
     f.add_argument("name", help=f"one of: {', '.join(DATASETS)}")
-    _add_data_dir(f)
+    _add_data_dir(f, argparse.SUPPRESS)  # so `data --data-dir D fetch X` keeps D
     f.set_defaults(func=cmd_fetch)
     v = sub.add_parser("verify", help="verify a dataset's local files (never downloads)")
     v.add_argument("name", help=f"one of: {', '.join(DATASETS)}")
-    _add_data_dir(v)
+    _add_data_dir(v, argparse.SUPPRESS)
     v.set_defaults(func=cmd_verify)
     return p
 
 
 def _name(args) -> str:
     if args.name not in DATASETS:
-        raise UserError(f"dataset: invalid value {args.name!r}; accepted: {', '.join(DATASETS)}")
+        raise UserError(f"dataset name: invalid value {args.name!r}; accepted: {', '.join(DATASETS)}")
     return args.name
 
 

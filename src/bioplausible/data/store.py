@@ -161,7 +161,7 @@ def resolve(spec: DatasetSpec, data_dir=None, download_ok: bool = True) -> Locat
     if found is not None:
         return found
     if not download_ok:
-        raise DataError(not_found_message(spec, data_dir, "Download was not allowed (download=False). "))
+        raise DataError(not_found_message(spec, data_dir, "No download was attempted (download=False, or `bioplausible data verify`, which never downloads). "))
     return download(spec)
 
 
