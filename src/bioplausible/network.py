@@ -64,7 +64,7 @@ def derivative(name: str, a: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     if name == "relu":
         return (a > 0).to(a.dtype)
     if name == "leaky-relu":
-        return torch.where(a > 0, 1.0, LEAKY_SLOPE).to(a.dtype)
+        return (a > 0).to(a.dtype) * (1.0 - LEAKY_SLOPE) + LEAKY_SLOPE
     if name == "linear":
         return torch.ones_like(a)
     raise ValueError(f"no elementwise derivative for {name!r}")
