@@ -147,6 +147,7 @@ def train(cfg: TrainConfig, out=None, resume: bool = False, data=None, progress:
     x_test, y_test = x_test.to(device), y_test.to(device)
     x_val = ds.x_val.to(device) if getattr(ds, "x_val", None) is not None else None
     y_val = ds.y_val.to(device) if x_val is not None else None
+    x_clean = x_train
     x_train = pipeline.prepare_inputs(x_train) if hasattr(pipeline, "prepare_inputs") else x_train
     t_train = net.targets(y_train)
     diag_x, diag_t = x_train[:500], t_train[:500]
@@ -173,7 +174,7 @@ def train(cfg: TrainConfig, out=None, resume: bool = False, data=None, progress:
 
         bar = tqdm(total=cfg.epochs, initial=start, desc=f"{cfg.rule} {cfg.dataset}", unit="epoch", file=sys.stderr)
     status, stop_reason = "completed", f"reached {cfg.epochs} epochs"
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    base_lrs = [cfg.lr, cfg.inverse_lr or cfg.lr][: len(optimizer.param_groups)]
     shape = tuple(ds.shape)
     try:
         with _Stop() as stopper:
@@ -181,6 +182,9 @@ def train(cfg: TrainConfig, out=None, resume: bool = False, data=None, progress:
                 t0 = time.perf_counter()
                 for g, lr in zip(optimizer.param_groups, base_lrs):
                     g["lr"] = lr * schedule_factor(cfg, epoch)
+                fresh = pipeline.epoch_inputs(x_clean, epoch) if hasattr(pipeline, "epoch_inputs") else None
+                if fresh is not None:  # privacy: Laplace input noise drawn afresh for this epoch
+                    x_train = fresh
                 loss_sum = torch.zeros((), dtype=torch.float64, device=device)
                 wrong = torch.zeros((), dtype=torch.int64, device=device)
                 seen = 0
