@@ -17,6 +17,8 @@ from .errors import UserError
 # ``parser.set_defaults(func=handler)`` and return an exit code.
 COMMAND_MODULES = [
     "bioplausible.data.cli",
+    "bioplausible.experiments.cli",
+    "bioplausible.report.cli",
 ]
 
 
