@@ -4,8 +4,8 @@
 ``½Σ(t−o)²`` summed over the batch, plain SGD at lr 5e-4, batch 200, at most 100 epochs, stopping when
 the epoch objective (mean per-example training loss) changes by less than 1e-4.
 
-``tuned``: same network family (784-800-10; DTP uses the DTP paper's 784-(240×7)-10), 100 epochs at
-most; softmax + cross-entropy, Adam with a cosine learning-rate decay and small random translations
+``tuned``: same network family (784-800-10; DTP uses the DTP paper's 784-(240×7)-10), 60 epochs (the
+issue allows up to 100); softmax + cross-entropy, Adam with a cosine learning-rate decay and small random translations
 (plus horizontal flips and per-channel standardisation on CIFAR). The search that found these values
 and its results are in ``docs/tuning.md``.
 """
@@ -36,7 +36,7 @@ _TUNED_COMMON = {
     "reduction": "mean",
     "optimizer": "adam",
     "batch_size": 128,
-    "epochs": 100,
+    "epochs": 60,
     "stop_delta": None,
     "schedule": "cosine",
     "weight_decay": 0.0,
@@ -49,7 +49,12 @@ _TUNED = {
     "cifar": {"lr": 3e-4, "standardize": True, "augment_shift": 2, "augment_flip": True},
 }
 _TUNED_RULE = {
-    ("dtp", None): {"hidden_sizes": [240] * 7},
+    ("dtp", None): {
+        "hidden_sizes": [240] * 7,
+        "init": "xavier",
+        "inverse_lr": 1e-3,
+        "rule_options": {"target_step": 0.5, "inverse_noise": 0.3},
+    },
 }
 
 
