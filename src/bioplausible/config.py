@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass, field, fields
 
 from .errors import UserError, check_choice, check_range
@@ -24,6 +25,10 @@ DEVICES = ("auto", "cpu", "cuda")
 NOISE_SITES = ("gradient", "error", "signal")
 SAMPLINGS = ("poisson", "shuffle")
 PRESETS = ("paper", "tuned")
+# Official training-set sizes, so options that depend on n (batch_size, validation, delta) are checked
+# before any data is loaded; training checks again against the data it actually got.
+TRAIN_SIZES = {"mnist": 60000, "fashion-mnist": 60000, "cifar10": 50000, "cifar100": 50000, "cifar100-coarse": 50000}
+BOOL_FIELDS = ("standardize", "augment_flip", "per_layer_clipping", "input_noise_fresh", "deterministic")
 
 
 @dataclass
@@ -110,6 +115,8 @@ def resolve(preset: str | None = None, **overrides) -> TrainConfig:
     check_choice("preset", preset, PRESETS)
     rule = overrides.get("rule", TrainConfig.rule)
     dataset = overrides.get("dataset", TrainConfig.dataset)
+    check_choice("dataset", dataset, DATASET_NAMES)  # the preset depends on both: check them first
+    _check_rule(rule)
     values = {"preset": preset, **_preset_values(preset, rule, dataset), **overrides}
     cfg = TrainConfig(**values)
     validate(cfg)
@@ -129,9 +136,15 @@ def validate(c: TrainConfig) -> None:  # noqa: C901 - a flat list of checks read
     from .rules import RULES
 
     check_choice("dataset", c.dataset, DATASET_NAMES)
-    if c.rule not in RULES:
-        raise UserError(f"rule: unknown rule {c.rule!r}; valid rules: {', '.join(RULES)}")
+    _check_rule(c.rule)
     check_choice("preset", c.preset, PRESETS)
+    for name in BOOL_FIELDS:
+        if not isinstance(getattr(c, name), bool):
+            raise UserError(f"{name}: invalid value {getattr(c, name)!r}; accepted: true or false")
+    if c.data_dir is not None:
+        if not isinstance(c.data_dir, (str, os.PathLike)):
+            raise UserError(f"data_dir: invalid value {c.data_dir!r}; accepted: a directory path")
+        c.data_dir = os.fspath(c.data_dir)
     if not isinstance(c.hidden_sizes, (list, tuple)) or not c.hidden_sizes:
         raise UserError(f"hidden_sizes: invalid value {c.hidden_sizes!r}; accepted: a non-empty list of positive ints")
     c.hidden_sizes = [check_range("hidden_sizes", h, 1, 1_000_000, kind=int) for h in c.hidden_sizes]
@@ -171,6 +184,8 @@ def validate(c: TrainConfig) -> None:  # noqa: C901 - a flat list of checks read
     if c.stop_delta is not None:
         c.stop_delta = check_range("stop_delta", c.stop_delta, 0, None)
     c.validation = check_range("validation", c.validation, 0, None)
+    if c.validation >= 1:  # a count of examples (a fraction is < 1)
+        c.validation = check_range("validation", c.validation, 1, None, kind=int)
     for name in ("train_subset", "test_subset"):
         if getattr(c, name) is not None:
             setattr(c, name, check_range(name, getattr(c, name), 1, None, kind=int))
@@ -198,3 +213,35 @@ def validate(c: TrainConfig) -> None:  # noqa: C901 - a flat list of checks read
     c.eval_batch_size = check_range("eval_batch_size", c.eval_batch_size, 1, None, kind=int)
     if not math.isfinite(c.lr):
         raise UserError(f"lr: invalid value {c.lr!r}; accepted: a finite positive float")
+    _check_against_dataset_size(c)
+
+
+def _check_rule(rule) -> None:
+    from .rules import RULES
+
+    if not isinstance(rule, str) or rule not in RULES:
+        raise UserError(f"rule: unknown rule {rule!r}; valid rules: {', '.join(RULES)}")
+
+
+def _check_against_dataset_size(c: TrainConfig) -> None:
+    """batch_size, validation and delta against the dataset's official training-set size."""
+    total = TRAIN_SIZES[c.dataset]
+    held = c.validation if c.validation >= 1 else round(c.validation * total)
+    if held >= total or (c.validation > 0 and held == 0):
+        raise UserError(
+            f"validation: invalid value {c.validation!r}; accepted: a count in [1, {total - 1}] or a fraction "
+            f"in (0, 1) that holds out at least one of the {total} {c.dataset} training examples"
+        )
+    n = total - held
+    if c.train_subset is not None:
+        n = min(n, c.train_subset)
+    if c.batch_size > n:
+        raise UserError(
+            f"batch_size: invalid value {c.batch_size}; accepted: at most the {n} training examples "
+            f"({c.dataset}, after train_subset and validation)"
+        )
+    if c.delta is not None and not c.delta < 1.0 / n:
+        raise UserError(
+            f"delta: invalid value {c.delta!r}; accepted: 0 < delta < 1/n = {1.0 / n:.3g} for n = {n} training "
+            "examples (a delta of at least 1/n allows releasing an example outright)"
+        )

@@ -21,13 +21,21 @@ def check_choice(name: str, value, choices) -> None:
 
 
 def check_range(name: str, value, lo=None, hi=None, lo_open=False, hi_open=False, kind=float):
-    """Return ``value`` converted to ``kind`` and checked to lie within [lo, hi] (or open ends)."""
+    """Return ``value`` converted to ``kind`` and checked to lie within [lo, hi] (or open ends).
+
+    Booleans are refused (``True`` is not the number 1 here), an ``int`` must be integral (``2.5`` is
+    refused, not truncated) and a ``float`` must be finite (not NaN or infinite).
+    """
+    if isinstance(value, bool) or (kind is int and isinstance(value, float) and not value.is_integer()):
+        raise UserError(f"{name}: invalid value {value!r}; expected {kind.__name__}")
     try:
         v = kind(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise UserError(f"{name}: invalid value {value!r}; expected {kind.__name__}") from None
     if kind is float and v != v:
         raise UserError(f"{name}: invalid value {value!r}; expected a number, not NaN")
+    if kind is float and v in (float("inf"), float("-inf")):
+        raise UserError(f"{name}: invalid value {value!r}; expected a finite number")
     bad = False
     if lo is not None and (v < lo or (lo_open and v == lo)):
         bad = True
