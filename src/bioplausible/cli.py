@@ -206,8 +206,9 @@ def cmd_compare(args) -> int:
     print("|---|---|---|---|---|---|")
     for s in rows:
         net = "-".join(map(str, s["sizes"]))
-        print(f"| {s['rule']} | {net} | {100 * s['test_error']:.2f}% | {s['train_loss']:.4f} | "
-              f"{s['epochs']} | {s['seconds']:.1f} |")
+        err = f"{100 * s['test_error']:.2f}%" if s["test_error"] is not None else f"n/a ({s['status']})"
+        loss = f"{s['train_loss']:.4f}" if s["train_loss"] is not None else "n/a"
+        print(f"| {s['rule']} | {net} | {err} | {loss} | {s['epochs']} | {s['seconds']:.1f} |")
     return 0
 
 

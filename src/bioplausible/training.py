@@ -16,9 +16,11 @@ and an interrupted run resumed from its checkpoint ends with the same numbers as
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -141,6 +143,8 @@ def train(cfg: TrainConfig, out=None, resume: bool = False, data=None, progress:
     rule = make_rule(cfg.rule, net, seed=cfg.seed + 1, **cfg.rule_options).to(device)
     optimizer = make_optimizer(cfg, net, rule)
     pipeline = make_pipeline(cfg, n, device)
+    if out is not None:
+        _check_space(out, cfg, net, rule)
 
     x_train = x_train.to(device)
     y_train = y_train.to(device)
@@ -188,7 +192,7 @@ def train(cfg: TrainConfig, out=None, resume: bool = False, data=None, progress:
                 loss_sum = torch.zeros((), dtype=torch.float64, device=device)
                 wrong = torch.zeros((), dtype=torch.int64, device=device)
                 seen = 0
-                for idx in pipeline.batches(n, cfg.batch_size, batch_gen):
+                for step, idx in enumerate(pipeline.batches(n, cfg.batch_size, batch_gen)):
                     if idx.numel() == 0:
                         pipeline.apply(None, rule, cfg.batch_size)
                         optimizer.step()
@@ -203,6 +207,8 @@ def train(cfg: TrainConfig, out=None, resume: bool = False, data=None, progress:
                     loss_sum += teaching.loss.double() / teaching.scale
                     wrong += (teaching.record.output.argmax(1) != y_train.index_select(0, idx)).sum()
                     seen += idx.numel()
+                    if step % 16 == 15 and not bool(torch.isfinite(loss_sum)):
+                        break  # diverged: no use finishing the epoch (recorded just below)
                 seconds = time.perf_counter() - t0
                 train_loss = float(loss_sum) / max(seen, 1)
                 t1 = time.perf_counter()
@@ -221,7 +227,8 @@ def train(cfg: TrainConfig, out=None, resume: bool = False, data=None, progress:
                     row["diverged"] = True
                     history.append(row)
                     if out is not None:
-                        _write_metrics(out, history)
+                        with _writes(out, epoch):
+                            _write_metrics(out, history)
                     break
                 row.update(evaluate(net, x_test, y_test, cfg.eval_batch_size, prefix="test_"))
                 if x_val is not None:
@@ -235,11 +242,12 @@ def train(cfg: TrainConfig, out=None, resume: bool = False, data=None, progress:
                     if hasattr(rule, "get_noise_state"):
                         rngs["rule_noise"] = rule.get_noise_state()
                     rngs.update({f"pipeline.{k}": v for k, v in pipeline.state().items()})
-                    _write_metrics(out, history)
-                    ckpt.save_checkpoint(
-                        out / CHECKPOINT, net=net, rule=rule, optimizer=optimizer, rngs=rngs,
-                        meta={"epoch": epoch + 1, "run_hash": cfg.run_hash()},
-                    )
+                    with _writes(out, epoch):
+                        _write_metrics(out, history)
+                        ckpt.save_checkpoint(
+                            out / CHECKPOINT, net=net, rule=rule, optimizer=optimizer, rngs=rngs,
+                            meta={"epoch": epoch + 1, "run_hash": cfg.run_hash()},
+                        )
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{train_loss:.4f}", test_err=f"{row['test_error']:.4f}")
@@ -259,8 +267,37 @@ def train(cfg: TrainConfig, out=None, resume: bool = False, data=None, progress:
             bar.close()
     summary = make_summary(cfg, history, status, stop_reason, net, pipeline)
     if out is not None:
-        ckpt.atomic_write_json(out / "summary.json", summary)
+        with _writes(out, len(history) - (status == "diverged")):
+            ckpt.atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+@contextlib.contextmanager
+def _writes(out: Path, kept: int):
+    """A failed write (disk full, directory gone) ends the run with one line; files already there stay
+    intact (writes are atomic), so the run resumes from the checkpoint of epoch ``kept``."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserError(
+            f"out: cannot write to {str(out)!r} ({exc.strerror or exc}); files already there are intact "
+            f"(last checkpoint: epoch {kept}); free space and continue with --resume"
+        ) from None
+
+
+_OPT_STATES = {"sgd": 0, "sgd+momentum": 1, "adam": 2, "rmsprop": 1}
+
+
+def _check_space(out: Path, cfg: TrainConfig, net, rule) -> None:
+    """Refuse to start when ``out`` cannot hold a checkpoint (plus its replacement while it is written)."""
+    weights = sum(t.numel() * t.element_size() for m in (net, rule) for t in m.state_dict().values())
+    need = 2 * weights * (1 + _OPT_STATES.get(cfg.optimizer, 2)) + 2**20
+    free = shutil.disk_usage(out).free
+    if free < need:
+        raise UserError(
+            f"out: {str(out)!r} has {free / 2**20:.1f} MiB free but a checkpoint needs about "
+            f"{need / 2**20:.1f} MiB; free space or choose another --out"
+        )
 
 
 @torch.no_grad()
