@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "bioplausible.data.cli",
     "bioplausible.experiments.cli",
     "bioplausible.report.cli",
+    "bioplausible.privacy.cli",
 ]
 
 
