@@ -152,7 +152,6 @@ def train(cfg: TrainConfig, out=None, resume: bool = False, data=None, progress:
     x_val = ds.x_val.to(device) if getattr(ds, "x_val", None) is not None else None
     y_val = ds.y_val.to(device) if x_val is not None else None
     x_clean = x_train
-    x_clean = x_train
     x_train = pipeline.prepare_inputs(x_train) if hasattr(pipeline, "prepare_inputs") else x_train
     t_train = net.targets(y_train)
     diag_x, diag_t = x_train[:500], t_train[:500]
@@ -187,9 +186,6 @@ def train(cfg: TrainConfig, out=None, resume: bool = False, data=None, progress:
                 t0 = time.perf_counter()
                 for g, lr in zip(optimizer.param_groups, base_lrs):
                     g["lr"] = lr * schedule_factor(cfg, epoch)
-                fresh = pipeline.epoch_inputs(x_clean, epoch) if hasattr(pipeline, "epoch_inputs") else None
-                if fresh is not None:  # privacy: Laplace input noise drawn afresh for this epoch
-                    x_train = fresh
                 fresh = pipeline.epoch_inputs(x_clean, epoch) if hasattr(pipeline, "epoch_inputs") else None
                 if fresh is not None:  # privacy: Laplace input noise drawn afresh for this epoch
                     x_train = fresh
