@@ -217,7 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .config import DATASET_NAMES
 
-    parser = Parser(prog="bioplausible", description=__doc__.splitlines()[0])
+    parser = Parser(
+        prog="bioplausible",
+        description="Train MLPs with biologically plausible learning rules (BP, FA, DFA, IFA, DTP), "
+        "clean or under differential privacy, and compare them.",
+    )
     parser.add_argument("--version", action="version", version=f"bioplausible {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
