@@ -217,6 +217,10 @@ def audit_run(run_dir, reference_models: int = 4, reference_epochs: int | None =
                     "device": "cpu"}
         if reference_epochs:
             ref_over["epochs"] = int(reference_epochs)
+        if isinstance(summary.get("noise_multiplier"), float) and cfg.target_epsilon is not None:
+            # the reference models repeat the run's mechanism: same σ (no re-calibration for their n)
+            ref_over.update({"noise_multiplier": summary["noise_multiplier"], "target_epsilon": None,
+                             "clip_norm": summary.get("clip_norm")})
         for k in range(reference_models):
             idx = torch.randperm(len(pool_x), generator=g)[:n_ref]
             data = SimpleNamespace(x_train=pool_x[idx], y_train=pool_y[idx], x_test=x_te[:1000], y_test=y_te[:1000],
