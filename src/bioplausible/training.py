@@ -109,6 +109,17 @@ class _Stop:
             signal.signal(sig, old)
 
 
+def _deterministic() -> None:
+    """``torch.use_deterministic_algorithms(True, warn_only=True)`` without its import of the
+    TorchInductor compiler (seconds of start-up in every run and sweep worker; nothing here compiles).
+    Falls back to the public call where the private setter is missing or the compiler is loaded."""
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None or "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        setter(True, warn_only=True)
+
+
 def _rng_state(gen: torch.Generator):
     return gen.get_state()
 
@@ -147,7 +158,7 @@ def train(cfg: TrainConfig, out=None, resume: bool = False, data=None, progress:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        _deterministic()
     out = Path(out) if out is not None else None
     if out is not None:
         _prepare_out(out, cfg, resume)
