@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import platform
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -109,6 +111,39 @@ def dp_available() -> str | None:
     if not getattr(pipe, "private", False):
         return f"make_pipeline returns {type(pipe).__name__} (not private) for clip_norm/noise_multiplier"
     return None
+
+
+class _CpuTime:
+    """Stands in for the ``time`` module inside ``bioplausible.training`` so that the epoch timer
+    (``time.perf_counter`` around the per-batch loop) reads this process's CPU time instead."""
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+    @staticmethod
+    def perf_counter():
+        return time.process_time()
+
+
+@contextlib.contextmanager
+def epoch_clock(clock: str):
+    """``wall``: train()'s own wall-clock epoch timer; ``cpu``: the same timer reading process CPU time
+    (one thread: the time the epoch really ran, not the time other processes held the core)."""
+    if clock == "wall":
+        yield
+        return
+    from bioplausible import training
+
+    saved = training.time
+    training.time = _CpuTime()
+    try:
+        yield
+    finally:
+        training.time = saved
+
+
+def clock_fn(clock: str):
+    return time.process_time if clock == "cpu" else time.perf_counter
 
 
 def summarize(values: list[float]) -> dict:

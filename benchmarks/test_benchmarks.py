@@ -181,3 +181,18 @@ def test_suite_end_to_end_small(tmp_path):
     for r in rows.values():
         assert r["seconds"]["median"] > 0 and 0 < r["pct_of_floor"] < 150
     assert "| bp |" in proc.stdout and res["machine"]["cpu"]
+
+
+def test_cpu_epoch_clock_patches_only_inside():
+    import time as _time
+
+    from benchmarks import common
+    from bioplausible import training
+
+    with common.epoch_clock("cpu"):
+        assert training.time.sleep is _time.sleep  # everything else is the real module
+        t0 = training.time.perf_counter()
+        _time.sleep(0.05)  # sleeping costs no CPU time
+        assert training.time.perf_counter() - t0 < 0.04
+    assert training.time is _time
+    assert run.main(["--clock", "sundial"]) == 2
