@@ -148,6 +148,8 @@ def test_dpsgd_gradient_is_clipped_sum_plus_calibrated_gaussian(reduction):
     std = float(resid.std())
     assert abs(std / (sigma * C * scale) - 1) < 0.03
     assert abs(float(resid.mean())) < 0.05 * sigma * C * scale
+    # and it is Gaussian: Kolmogorov–Smirnov against N(0, (σCs)²) (n = 3·(40·30 + 20·40) draws)
+    assert stats.kstest(resid.double().numpy() / (sigma * C * scale), "norm").pvalue > 1e-3
     # an empty Poisson batch still writes pure noise into every trained parameter
     pipe.apply(None, rule, B)
     g = torch.cat([p.grad.reshape(-1) for p in net.parameters()])
@@ -175,6 +177,28 @@ def test_poisson_sampling_rate_and_step_count():
     assert abs(float(counts.mean()) / 400 - 0.05) < 1e-3
     # variance of a Binomial(n, q) batch size: nq(1-q) = 95
     assert 71 < float(sizes.var()) < 119  # ± 3.5 sd of a sample variance of 400 draws
+    # every index in [0, n), sorted and unique within a batch
+    assert all(b.dtype == torch.int64 and bool((b[1:] > b[:-1]).all()) for b in batches)
+    assert int(torch.cat(batches).min()) >= 0 and int(torch.cat(batches).max()) < 2000
+
+
+def test_poisson_sampling_includes_each_example_independently_with_rate_q():
+    """Gap sampling must match independent Bernoulli(q) draws: the first and last examples included
+    at rate q, pairs at rate q² (independence), including a rate high enough to need several draws."""
+    for n, q in ((5, 0.3), (40, 0.9)):
+        gen = torch.Generator().manual_seed(7)
+        steps = 20000
+        member = torch.zeros(steps, n)
+        for i, b in enumerate(poisson_batches(n, q, steps, gen)):
+            member[i, b] = 1.0
+        freq = member.mean(0)
+        sd = math.sqrt(q * (1 - q) / steps)
+        assert float((freq - q).abs().max()) < 4.5 * sd
+        pair = float((member[:, 0] * member[:, n - 1]).mean())
+        assert abs(pair - q * q) < 4.5 * math.sqrt(q * q * (1 - q * q) / steps)
+        sizes = member.sum(1)
+        assert abs(float(sizes.var()) / (n * q * (1 - q)) - 1) < 0.1
+    assert [len(b) for b in poisson_batches(7, 1.0, 3, torch.Generator())] == [7, 7, 7]
 
 
 # -- accounting --------------------------------------------------------------------------------------
@@ -237,16 +261,22 @@ def test_partial_mechanisms_are_labelled_non_private():
 # -- update noise (the paper's) ----------------------------------------------------------------------
 def test_update_noise_sites():
     sigma = 0.3
-    for site in ("gradient", "error", "signal"):
+    for site in ("gradient", "error", "signal", "update"):
         net, rule, x, t, _ = _setup("bp", sizes=(6, 5, 4))
         pipe = build(n=100, batch_size=16, epochs=1, update_noise=sigma, noise_site=site, seed=1)
         teaching = rule.teach(x, t)
+        W1_0, W2_0 = (layer.weight.detach().clone() for layer in net.layers)
         gen = torch.Generator().manual_seed(pipe.gen.initial_seed())
         pipe.apply(teaching, rule, 16)
         W1, W2 = net.layers[0].weight, net.layers[1].weight
         rec, e = teaching.record, teaching.error
         fp = 1 - rec.h[1] ** 2
-        if site == "gradient":
+        if site == "update":
+            # weights (not gradients) moved by σξ; the gradients stay exact, so W ← W − lr·g + σξ
+            xi = torch.randn(W1.shape, generator=gen, dtype=W1.dtype)
+            assert torch.allclose(W1.grad, ((e @ W2_0) * fp).t() @ x)
+            assert torch.allclose(W1.detach() - W1_0, sigma * xi)
+        elif site == "gradient":
             xi = torch.randn(W1.shape, generator=gen, dtype=W1.dtype)
             clean = ((e @ W2) * fp).t() @ x
             assert torch.allclose(W1.grad, clean + sigma * xi)

@@ -65,6 +65,8 @@ def test_train_dp_summary_audit_and_errors(tmp_path, capsys):
     assert rc == 0
     rep = json.loads(capsys.readouterr().out)
     assert set(rep["attacks"]) == {"loss", "lira_offline"}
+    # non-members from the training distribution: the training examples the run left out (past 600)
+    assert rep["nonmember_source"] == "training examples past train_subset"
     assert rep["max_epsilon_lower_bound"] <= s["epsilon"] and rep["consistent_with_accountant"]
     assert json.loads((out / "audit.json").read_text())["members"] == 100
     assert [r["input_noise"] for r in rep["robustness"]] == [0, 0.1, 0.2, 0.3, 0.5]

@@ -22,7 +22,7 @@ DATASET_NAMES = ("mnist", "fashion-mnist", "cifar10", "cifar100", "cifar100-coar
 OPTIMIZERS = ("sgd", "sgd+momentum", "adam", "rmsprop")
 SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
-NOISE_SITES = ("gradient", "error", "signal")
+NOISE_SITES = ("gradient", "error", "signal", "update")
 SAMPLINGS = ("poisson", "shuffle")
 PRESETS = ("paper", "tuned")
 # Official training-set sizes, so options that depend on n (batch_size, validation, delta) are checked

@@ -1,6 +1,8 @@
 """Audits of a trained run: membership inference and robustness to input noise.
 
-Membership inference, on ``m`` training members versus ``m`` held-out non-members (the test set):
+Membership inference, on ``m`` training members versus ``m`` non-members drawn from the same
+distribution when the run left training examples out (its ``validation`` split, or the examples past
+``train_subset``), else from the test set:
 
 * ``loss``: the loss-threshold attack (Yeom et al. 2018): score = −ℓ(x, y);
 * ``lira_offline``: offline LiRA (Carlini et al. 2022) with ``K`` reference models trained with the
@@ -182,16 +184,27 @@ def audit_run(run_dir, reference_models: int = 4, reference_epochs: int | None =
     net = load_model(run_dir)
     ds = load_data(cfg)
     x_tr, y_tr = ds.x_train, ds.y_train
-    if cfg.train_subset:
-        x_tr, y_tr = x_tr[: cfg.train_subset], y_tr[: cfg.train_subset]
     x_te, y_te = ds.x_test, ds.y_test
     if cfg.test_subset:
         x_te, y_te = x_te[: cfg.test_subset], y_te[: cfg.test_subset]
-    m = min(len(x_tr), len(x_te), max_examples)
+    # Non-members from the training distribution whenever the run left some out: its validation split,
+    # else the training examples past train_subset; the test set only as a last resort (a shift between
+    # the training and test distributions inflates the attacks' advantage).
+    x_nm, y_nm, source = x_te, y_te, "test set (may differ in distribution from the training set)"
+    if getattr(ds, "x_val", None) is not None and len(ds.x_val):
+        x_nm, y_nm, source = ds.x_val, ds.y_val, "held-out validation split of the training set"
+        if cfg.train_subset and cfg.train_subset < len(x_tr):
+            x_nm, y_nm = torch.cat([x_nm, x_tr[cfg.train_subset:]]), torch.cat([y_nm, y_tr[cfg.train_subset:]])
+            source += " and training examples past train_subset"
+    elif cfg.train_subset and cfg.train_subset < len(x_tr):
+        x_nm, y_nm, source = x_tr[cfg.train_subset:], y_tr[cfg.train_subset:], "training examples past train_subset"
+    if cfg.train_subset:
+        x_tr, y_tr = x_tr[: cfg.train_subset], y_tr[: cfg.train_subset]
+    m = min(len(x_tr), len(x_nm), max_examples)
     g = torch.Generator().manual_seed(seed)
-    perm_tr, perm_te = torch.randperm(len(x_tr), generator=g), torch.randperm(len(x_te), generator=g)
+    perm_tr, perm_te = torch.randperm(len(x_tr), generator=g), torch.randperm(len(x_nm), generator=g)
     mem, non = perm_tr[:m], perm_te[:m]
-    xin, yin, xout, yout = x_tr[mem], y_tr[mem], x_te[non], y_te[non]
+    xin, yin, xout, yout = x_tr[mem], y_tr[mem], x_nm[non], y_nm[non]
     delta = summary.get("delta") or 0.0
     if not isinstance(delta, float):
         delta = 0.0
@@ -199,15 +212,15 @@ def audit_run(run_dir, reference_models: int = 4, reference_epochs: int | None =
         "run_dir": str(run_dir.resolve()),
         "members": m,
         "nonmembers": m,
-        "nonmember_source": "test set",
+        "nonmember_source": source,
         "delta": delta,
         "attacks": {},
     }
     l_in, l_out = losses(net, xin, yin), losses(net, xout, yout)
     report["attacks"]["loss"] = attack_report(-l_in.numpy(), -l_out.numpy(), delta, seed)
     if reference_models:
-        pool_x = torch.cat([x_tr[perm_tr[m:]], x_te[perm_te[m:]]])
-        pool_y = torch.cat([y_tr[perm_tr[m:]], y_te[perm_te[m:]]])
+        pool_x = torch.cat([x_tr[perm_tr[m:]], x_nm[perm_te[m:]]])
+        pool_y = torch.cat([y_tr[perm_tr[m:]], y_nm[perm_te[m:]]])
         n_ref = min(len(x_tr), len(pool_x) // 2)
         if n_ref < cfg.batch_size:
             raise UserError(f"reference_models: the reference population ({len(pool_x)} examples) is too small; "

@@ -10,7 +10,10 @@ N(0, σ²)); the paper does not say where, so three readings are offered (``nois
   every hidden signal is recomputed from the noisy error (BP/FA propagate it, DFA/IFA project it,
   DTP's first target uses it), and the output layer learns from it too;
 * ``signal``: each layer's per-example teaching signal independently: ``δ_l ← δ_l + σ ξ_l`` (ξ_l of
-  shape (B, width_l)), for every layer the rule trains.
+  shape (B, width_l)), for every layer the rule trains;
+* ``update``: the weights themselves, after the learning rate: ``W ← W − lr·u(∇W) + σ ξ`` (the noise
+  is added to every trained parameter just before the optimizer applies its update ``u``, so it is
+  not scaled by the learning rate; exact for any optimizer without weight decay).
 
 None of these bounds any example's influence (nothing is clipped): a run with update noise has no
 formal privacy guarantee, ε = ∞, and says so in its metrics and summary.
