@@ -80,6 +80,41 @@ def same_checkpoint(a: Path, b: Path) -> None:
     assert ma["meta"] == mb["meta"]
 
 
+# ------------------------------------------------------------- 1. a truncated download in the cache
+def test_truncated_cached_download_is_deleted_and_fetched_afresh(tmp_path, monkeypatch):
+    """A download cut short (truncated .gz) in the cache: one line naming the file and the problem,
+    the file is deleted (never reused), and the next run downloads an intact copy."""
+    from bioplausible.data import load_dataset, store
+    from bioplausible.errors import DataError
+    from test_data import gz, make_mnist, md5, pin, write_mnist
+
+    monkeypatch.setenv("BIOPLAUSIBLE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("BIOPLAUSIBLE_DATA", raising=False)
+    monkeypatch.setattr(store, "SYSTEM_DIRS", (tmp_path / "system",))
+    _, contents = make_mnist()
+    pin(monkeypatch, "mnist", {k: md5(v) for k, v in contents.items()})
+    cache = write_mnist(tmp_path / "cache" / "mnist", contents)
+    cut = cache / "t10k-images-idx3-ubyte.gz"
+    cut.write_bytes(cut.read_bytes()[:40])
+    with pytest.raises(DataError) as e:
+        load_dataset("mnist", download=False)
+    msg = str(e.value)
+    assert msg.startswith(f"{cut}: truncated gzip file") and f"the corrupt cached copy {cut} was deleted" in msg
+    assert "\n" not in msg and not cut.exists()
+    fetched = []
+
+    def retrieve(url, known_hash, fname, path):
+        fetched.append(fname)
+        if not (Path(path) / fname).exists():
+            (Path(path) / fname).write_bytes(gz(contents[fname[:-3]]))
+        return str(Path(path) / fname)
+
+    monkeypatch.setattr(store, "_retrieve", retrieve)
+    ds = load_dataset("mnist")
+    assert ds.source["origin"] == "downloaded" and "t10k-images-idx3-ubyte.gz" in fetched
+    assert ds.x_test.shape == (7, 784) and cut.read_bytes() == gz(contents["t10k-images-idx3-ubyte"])
+
+
 # ------------------------------------------------------------------- 1. checkpoints: no pickle, ever
 class _Payload:
     """Unpickling this creates a marker file: proof that foreign code ran."""
