@@ -331,3 +331,18 @@ def test_make_private_trains_and_accounts(rule_name):
         assert k in s
     with pytest.raises(UserError, match="clip_norm"):
         make_private(rule, n_train=n, batch_size=60, noise_multiplier=1.0)
+
+
+def test_releases_outside_the_guarantee_are_named_and_no_mechanism_claims_no_epsilon():
+    from bioplausible.config import resolve
+    from bioplausible.privacy import make_pipeline
+
+    cpu = torch.device("cpu")
+    dp = {"clip_norm": 1.0, "noise_multiplier": 1.0}
+    pipe = make_pipeline(resolve(stop_delta=1e-4, **dp), 60000, cpu)  # early stopping on the training loss
+    assert pipe.private and "stop_delta" in pipe.summary()["privacy_caveats"][0]
+    pipe = make_pipeline(resolve(stop_delta=None, standardize=True, **dp), 60000, cpu)
+    assert [c.split()[0] for c in pipe.summary()["privacy_caveats"]] == ["standardize"]
+    assert "privacy_caveats" not in make_pipeline(resolve(stop_delta=None, **dp), 60000, cpu).summary()
+    s = make_pipeline(resolve(sampling="poisson"), 60000, cpu).summary()  # sampling alone: no ε, not even 0
+    assert s["private"] is False and "epsilon" not in s and "no privacy mechanism" in s["privacy"]

@@ -28,13 +28,21 @@ def make_pipeline(cfg, n_train: int, device):
     if not uses:
         return Plain()
     epochs = cfg.epochs
-    return build(
+    pipe = build(
         n=n_train, batch_size=cfg.batch_size, epochs=epochs, sampling=cfg.sampling, clip_norm=cfg.clip_norm,
         noise_multiplier=cfg.noise_multiplier, target_epsilon=cfg.target_epsilon, delta=cfg.delta,
         per_layer_clipping=cfg.per_layer_clipping, update_noise=cfg.update_noise, noise_site=cfg.noise_site,
         input_epsilon=cfg.input_epsilon, input_noise_fresh=cfg.input_noise_fresh, standardize=cfg.standardize,
         seed=cfg.seed, device=device,
     )
+    if pipe.private:
+        # what the run releases beyond the trained weights that the accountant does not cover
+        if cfg.stop_delta is not None:
+            pipe.caveats.append("early stopping (stop_delta) reads the non-private training loss, so the number "
+                                "of epochs is not covered; use --no-early-stop")
+        if cfg.standardize:
+            pipe.caveats.append("standardize uses the training set's per-channel mean and std without noise")
+    return pipe
 
 
 def build(*, n, batch_size, epochs, sampling=None, clip_norm=None, noise_multiplier=None, target_epsilon=None,

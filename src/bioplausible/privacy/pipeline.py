@@ -139,6 +139,7 @@ class Private:
         # Why the run carries no formal guarantee (empty = it does, or it has no mechanism at all).
         self.reasons = list(reasons or [])
         self.dpsgd = clip_norm is not None and noise_multiplier is not None
+        self.caveats: list[str] = []  # releases outside the guarantee (set by make_pipeline)
 
     # -- what the loop calls ----------------------------------------------------------------------
     @property
@@ -291,6 +292,11 @@ class Private:
             out.update({"epsilon": "inf", "delta": self.delta, "accountant": None,
                         "privacy": f"{NO_GUARANTEE}: " + "; ".join(self.reasons)})
             return out
+        if not self.private:  # Poisson sampling alone: no mechanism, so no ε to claim (not even 0)
+            out["privacy"] = "no privacy mechanism (sampling alone): no epsilon is claimed"
+            return out
+        if self.caveats:
+            out["privacy_caveats"] = list(self.caveats)
         eps = self.epsilons()
         out.update(eps)
         out.update({"epsilon": eps[f"epsilon_{self.accountant}"], "delta": self.delta, "accountant": self.accountant,
