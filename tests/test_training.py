@@ -160,3 +160,14 @@ def test_unwritable_out_is_reported_before_training(tmp_path):
     blocker.write_text("x")
     with pytest.raises(UserError, match="cannot write"):
         train(quick("bp"), out=blocker / "sub")
+
+
+def test_two_processes_cannot_train_in_one_run_dir(tmp_path):
+    import fcntl
+
+    out = tmp_path / "r"
+    out.mkdir()
+    with open(out / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a concurrent trainer would hold it
+        with pytest.raises(UserError, match="another process is training in"):
+            train(quick("bp"), out=out)

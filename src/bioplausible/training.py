@@ -151,7 +151,38 @@ _MALLOC_TUNED = None
 
 
 def train(cfg: TrainConfig, out=None, resume: bool = False, data=None, progress: bool | None = None) -> dict:
-    """Train according to ``cfg``; write a run directory to ``out`` if given; return the summary."""
+    """Train according to ``cfg``; write a run directory to ``out`` if given; return the summary.
+
+    Only one process at a time may train in a run directory (an advisory ``flock`` on ``out/.lock``).
+    """
+    if out is None:
+        return _train(cfg, None, resume, data, progress)
+    with _run_lock(Path(out)):
+        return _train(cfg, out, resume, data, progress)
+
+
+@contextlib.contextmanager
+def _run_lock(out: Path):
+    import fcntl
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise UserError(f"out: cannot write to {str(out)!r} ({exc.strerror or exc}); choose a writable directory") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise UserError(
+                f"out: another process is training in {str(out)!r}; wait for it to finish or choose another --out"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _train(cfg: TrainConfig, out, resume: bool, data, progress) -> dict:
     validate(cfg)
     keep_freed_memory()
     device = resolve_device(cfg.device)
