@@ -80,8 +80,14 @@ def comparison_markdown(groups) -> str:
         cells = [T.DATASET_LABEL.get(ds, ds), preset, f"{sigma:g}", eps_txt]
         for r in rules:
             g = by_rule.get(r)
-            cells.append("" if g is None else (T.fmt_pct(g["mean"], g["std"]) if g["mean"] is not None
-                                               else ("failed" if g["failed"] else "pending")))
+            if g is None:
+                cells.append("")
+            elif g["mean"] is not None:
+                cells.append(T.fmt_pct(g["mean"], g["std"]))
+            elif g.get("partial_mean") is not None:
+                cells.append(f"({100 * g['partial_mean']:.2f}% at epoch {g['partial_epoch']}, unfinished)")
+            else:
+                cells.append("failed" if g["failed"] else "not run")
         cells += [best, diff]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -106,6 +112,10 @@ def build_report(source, out, store_dir=None) -> dict:
                 cache[h] = store.metrics(h)
             return cache[h]
 
+        for r in runs:  # unfinished runs (interrupted or still running): their last finished epoch
+            if r["status"] not in T.DONE and r["status"] not in ("failed", "diverged") and r["epochs"]:
+                m = [x for x in metrics_of(r["hash"]) if "test_error" in x]
+                r["partial"] = m[-1] if m else None
         groups = T.group(runs)
         t1, t2 = T.paper_table1(groups), T.paper_table2(groups)
         extra = [k for k in T.varying_keys(groups)

@@ -11,6 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+plt.rcParams["svg.fonttype"] = "none"  # SVG text stays text: searchable, selectable, accessible
+
 from ..checkpoint import atomic_write_bytes  # noqa: E402
 from .tables import DATASET_LABEL, DATASET_ORDER, RULE_ORDER, _order  # noqa: E402
 
@@ -48,11 +50,17 @@ def _series(runs, metrics_of, key, scale=1.0):
     return epochs, mean, [min(per_epoch[e]) for e in epochs], [max(per_epoch[e]) for e in epochs]
 
 
+def _usable(g) -> list:
+    """The finished runs of a condition or, when none has finished, its unfinished ones (drawn dashed)."""
+    ok = [r for r in g["runs"] if r["status"] in ("completed", "converged")]
+    return ok or [r for r in g["runs"] if r.get("partial")]
+
+
 def curve_panels(groups) -> dict:
     """Non-private conditions grouped by (dataset, preset, σ): one figure each, one line per rule."""
     panels: dict = {}
     for g in groups:
-        if is_private(g["config"]) or not g["n"]:
+        if is_private(g["config"]) or not (g["n"] or g.get("partial_mean") is not None):
             continue
         panels.setdefault((g["dataset"], g["preset"], g["update_noise"]), []).append(g)
     return dict(sorted(panels.items(), key=lambda kv: (_order(kv[0][0], DATASET_ORDER), kv[0][1], kv[0][2])))
@@ -75,12 +83,14 @@ def learning_curves(groups, metrics_of, out_dir) -> list[dict]:
         number = PAPER_FIGURES.get((dataset, round(sigma, 6))) if preset == "paper" else None
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         for g in sorted(gs, key=lambda g: _order(g["rule"], RULE_ORDER)):
-            ok = [r for r in g["runs"] if r["status"] in ("completed", "converged")]
+            ok = _usable(g)
             epochs, mean, lo, hi = _series(ok, metrics_of, "test_error", 100.0)
             if not epochs:
                 continue
             color = COLORS.get(g["rule"])
-            ax.plot(epochs, mean, label=_label(g, gs), color=color, lw=1.8)
+            unfinished = not g["n"]
+            ax.plot(epochs, mean, label=_label(g, gs) + (" (unfinished)" if unfinished else ""), color=color,
+                    lw=1.8, ls="--" if unfinished else "-")
             if g["n"] > 1:
                 ax.fill_between(epochs, lo, hi, color=color, alpha=0.2, lw=0)
         noise = "clean" if not sigma else f"update noise σ = {sigma:g}"
@@ -114,7 +124,7 @@ def alignment_curves(groups, metrics_of, out_dir) -> list[dict]:
         fig, axes = plt.subplots(1, len(layers), figsize=(5.2 * len(layers), 3.8), squeeze=False)
         for ax, layer in zip(axes[0], layers):
             for g in sorted(gs, key=lambda g: _order(g["rule"], RULE_ORDER)):
-                ok = [r for r in g["runs"] if r["status"] in ("completed", "converged")]
+                ok = _usable(g)
                 epochs, mean, lo, hi = _series(ok, metrics_of, f"angle_{layer}")
                 if not epochs:
                     continue

@@ -34,6 +34,14 @@ def condition_key(config: dict) -> str:
     return json.dumps({k: v for k, v in config.items() if k not in SKIP_KEYS and k != "run_hash"}, sort_keys=True)
 
 
+def _num(v):
+    """A number from a summary field (``"inf"`` as stored for an unbounded ε becomes ``math.inf``)."""
+    try:
+        return None if v is None or isinstance(v, bool) else float(v)
+    except (TypeError, ValueError):
+        return None
+
+
 def mean_std(values):
     values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
@@ -60,18 +68,22 @@ def group(runs: list[dict]) -> list[dict]:
         m, s, n = mean_std([r["test_error"] for r in ok])
         bm, bs, _ = mean_std([r["summary"].get("best_test_error") for r in ok])
         em, _, _ = mean_std([r["epochs"] for r in ok])
-        eps = [r["summary"].get("epsilon") for r in ok if r["summary"].get("epsilon") is not None]
+        eps = [_num(r["summary"].get("epsilon")) for r in ok]
+        eps = [e for e in eps if e is not None]
         errors = sorted({(r["error"] or "").splitlines()[0] for r in g["runs"] if r["status"] in ("failed", "diverged")})
+        part = [r["partial"] for r in g["runs"] if r["status"] not in DONE and r.get("partial")]
+        pm, _, _ = mean_std([p.get("test_error") for p in part])
         out.append({
             "config": c, "runs": g["runs"], "dataset": c["dataset"], "rule": c["rule"], "preset": c["preset"],
             "update_noise": c.get("update_noise", 0.0), "target_epsilon": c.get("target_epsilon"),
             "mean": m, "std": s, "n": n, "best_mean": bm, "best_std": bs, "epochs_mean": em,
-            "epsilon_spent": statistics.fmean(eps) if eps else None,
+            "epsilon_spent": (math.inf if any(math.isinf(e) for e in eps) else statistics.fmean(eps)) if eps else None,
             "seeds": sorted(r["seed"] for r in ok),
             "statuses": sorted(r["status"] for r in g["runs"]),
             "failed": sum(r["status"] in ("failed", "diverged") for r in g["runs"]),
             "pending": sum(r["status"] not in (*DONE, "failed", "diverged") for r in g["runs"]),
             "errors": errors,
+            "partial_mean": pm, "partial_epoch": min((int(p["epoch"]) for p in part), default=None),
         })
     out.sort(key=lambda g: (_order(g["dataset"], DATASET_ORDER), g["preset"], g["update_noise"],
                             math.inf if g["target_epsilon"] is None else g["target_epsilon"],
@@ -102,6 +114,9 @@ def _status_note(g) -> str:
         return ""
     if g["errors"]:
         return g["errors"][0][:160]
+    if g.get("partial_mean") is not None:
+        return (f"unfinished: {100 * g['partial_mean']:.2f}% after epoch {g['partial_epoch']} "
+                f"of at most {g['config']['epochs']}")
     if g["pending"]:
         return "not run yet"
     return ""
