@@ -171,3 +171,13 @@ def test_two_processes_cannot_train_in_one_run_dir(tmp_path):
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a concurrent trainer would hold it
         with pytest.raises(UserError, match="another process is training in"):
             train(quick("bp"), out=out)
+
+
+def test_diverged_metrics_are_strict_json_and_presets_are_not_shared(tmp_path):
+    from bioplausible.checkpoint import finite_json
+    from bioplausible.presets import preset_values
+
+    assert finite_json({"a": float("nan"), "b": [1.0, float("inf")], "c": "inf"}) == {"a": None, "b": [1.0, None], "c": "inf"}
+    v = preset_values("tuned", "dtp", "mnist")
+    v["rule_options"]["target_step"] = 99.0
+    assert preset_values("tuned", "dtp", "mnist")["rule_options"]["target_step"] != 99.0

@@ -10,6 +10,8 @@ issue allows up to 100); softmax + cross-entropy, Adam with a cosine learning-ra
 and its results are in ``docs/tuning.md``.
 """
 
+import copy
+
 PAPER = {
     "hidden_sizes": [800],
     "hidden": "tanh",
@@ -59,8 +61,13 @@ _TUNED_RULE = {
 
 
 def preset_values(preset: str, rule: str, dataset: str) -> dict:
+    """A fresh copy of the preset's values (callers may modify it)."""
+    return copy.deepcopy(_preset_values(preset, rule, dataset))
+
+
+def _preset_values(preset: str, rule: str, dataset: str) -> dict:
     if preset == "paper":
-        return dict(PAPER)
+        return PAPER
     family = "cifar" if dataset.startswith("cifar") else dataset
     values = {**_TUNED_COMMON, **_TUNED.get(family, {})}
     values.update(_TUNED_RULE.get((rule, None), {}))

@@ -437,7 +437,8 @@ def _prepare_out(out: Path, cfg: TrainConfig, resume: bool) -> None:
 
 
 def _write_metrics(out: Path, history: list[dict]) -> None:
-    ckpt.atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
+    lines = (json.dumps(ckpt.finite_json(h), sort_keys=True, allow_nan=False) + "\n" for h in history)
+    ckpt.atomic_write_text(out / "metrics.jsonl", "".join(lines))
 
 
 def _read_metrics(out: Path) -> list[dict]:
