@@ -158,7 +158,7 @@ def test_cli_device_cuda_without_cuda(capsys):
 
 
 def test_suite_end_to_end_small(tmp_path):
-    """One real (tiny) run of the suite in a subprocess on synthetic-free real MNIST: JSON contract."""
+    """One real (tiny) run of the suite in a subprocess on real MNIST: JSON and table contract."""
     from bioplausible.data import locate  # noqa: F401
 
     try:
@@ -171,7 +171,7 @@ def test_suite_end_to_end_small(tmp_path):
     out = tmp_path / "s.json"
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.run", "--datasets", "mnist", "--threads", "1", "--repeats", "1",
-         "--rules", "bp,dfa", "--peers", "autograd", "--no-private", "--train-subset", "600", "--out", str(out)],
+         "--rules", "bp,dfa", "--peers", "autograd", "--no-private", "--train-subset", "400", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
