@@ -8,6 +8,7 @@ the epoch. Loading checks the architecture first and refuses a mismatch with a m
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -21,19 +22,28 @@ from safetensors.torch import load_file, save_file
 from .errors import UserError
 
 
-def atomic_write_bytes(path, data: bytes) -> None:
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; on success fsync it and rename it over ``path``
+    (readers see the old file or the new one, never a torn one); on failure remove it."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
 
 
 def atomic_write_text(path, text: str) -> None:
@@ -87,18 +97,8 @@ def save_checkpoint(path, *, net, rule, optimizer, rngs: dict, meta: dict) -> No
         "optimizer": json.dumps({"groups": groups, "scalars": scalars}),
         "meta": json.dumps(meta, sort_keys=True, default=_json_default),
     }
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def read_checkpoint(path):
