@@ -346,3 +346,42 @@ def test_releases_outside_the_guarantee_are_named_and_no_mechanism_claims_no_eps
     assert "privacy_caveats" not in make_pipeline(resolve(stop_delta=None, **dp), 60000, cpu).summary()
     s = make_pipeline(resolve(sampling="poisson"), 60000, cpu).summary()  # sampling alone: no ε, not even 0
     assert s["private"] is False and "epsilon" not in s and "no privacy mechanism" in s["privacy"]
+
+
+def test_dp_run_interrupted_and_resumed_is_bit_identical(tmp_path, monkeypatch):
+    """Poisson batches, clipping and noise resume exactly: the noise generator, the step counter and the
+    batch generator travel through the checkpoint, so a run that dies after epoch 1 and is resumed ends
+    with the same weights, optimizer state, RNG states, metrics and ε as an uninterrupted one."""
+    from types import SimpleNamespace
+
+    from bioplausible import training
+    from bioplausible.checkpoint import read_checkpoint
+    from bioplausible.config import resolve
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(300, 20, generator=g)
+    y = (x[:, :10].sum(1) > x[:, 10:].sum(1)).long()
+    ds = SimpleNamespace(x_train=x, y_train=y, x_test=x[:50], y_test=y[:50], x_val=None, y_val=None, n_classes=2,
+                         shape=(1, 4, 5))
+    cfg = resolve(preset="tuned", dataset="mnist", hidden_sizes=[16], epochs=3, batch_size=30, augment_shift=0,
+                  clip_norm=0.5, noise_multiplier=1.3, delta=1e-6, threads=1)
+    ref = training.train(cfg, out=tmp_path / "ref", data=ds, progress=False)
+    real, calls = training.evaluate, []
+
+    def dies_in_epoch_2(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        return real(*a, **k)
+
+    monkeypatch.setattr(training, "evaluate", dies_in_epoch_2)
+    with pytest.raises(RuntimeError):
+        training.train(cfg, out=tmp_path / "run", data=ds, progress=False)
+    monkeypatch.setattr(training, "evaluate", real)
+    res = training.train(cfg, out=tmp_path / "run", resume=True, data=ds, progress=False)
+    for k in ("train_loss", "test_error", "steps", "epsilon", "epsilon_rdp"):
+        assert res[k] == ref[k], k
+    a, _ = read_checkpoint(tmp_path / "run" / "checkpoint.safetensors")
+    b, _ = read_checkpoint(tmp_path / "ref" / "checkpoint.safetensors")
+    assert a.keys() == b.keys() and {"rng.pipeline.noise", "rng.pipeline.counters", "rng.batch"} <= a.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
