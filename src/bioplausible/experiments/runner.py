@@ -213,9 +213,9 @@ class Progress:
         est = [self.estimate(r) for r in queue]
         now = time.time()
         eta = None
-        running = [(self.estimate(r), t) for r, t in in_flight]
-        if all(e is not None for e in est) and all(e is not None for e, _ in running):
-            work = sum(est) + sum(max(0.0, e - (now - t)) for e, t in running)
+        ests = [(self.estimate(r), t) for r, t in in_flight]
+        if all(e is not None for e in est) and all(e is not None for e, _ in ests):
+            work = sum(est) + sum(max(0.0, e - (now - t)) for e, t in ests)
             eta = work / max(1, self.workers)
         eta_txt = "?" if eta is None else _fmt_seconds(eta)
         return (f"sweep: {done} done ({self.skipped} already), {running} running, {failed} failed, "

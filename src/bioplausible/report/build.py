@@ -72,7 +72,8 @@ def comparison_markdown(groups) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (ds, preset, sigma, eps, private), by_rule in conds.items():
         have = {r: g for r, g in by_rule.items() if g["mean"] is not None}
-        best = min(have, key=lambda r: have[r]["mean"]).upper() if have else ""
+        # a "best" only when every rule of the row has finished (an unfinished rival is no loser)
+        best = min(have, key=lambda r: have[r]["mean"]).upper() if have and len(have) == len(by_rule) else ""
         diff = ""
         if "bp" in have and "dfa" in have:
             diff = f"{100 * (have['dfa']['mean'] - have['bp']['mean']):+.2f} pp"
