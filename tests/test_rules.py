@@ -192,7 +192,7 @@ def test_dtp_single_hidden_layer_is_scaled_bp():
     assert len(list(make_rule("dtp", net).parameters())) == 0  # no inverses on one hidden layer
 
 
-def test_fa_with_transposed_weights_is_bp_and_dfa_equals_fa_on_one_hidden_layer():
+def test_fa_with_transposed_weights_is_bp_and_fa_dfa_ifa_agree_on_one_hidden_layer():
     net = paper_net()
     x, y = batch()
     fa = make_rule("fa", net, seed=1)
@@ -201,10 +201,10 @@ def test_fa_with_transposed_weights_is_bp_and_dfa_equals_fa_on_one_hidden_layer(
     for a, b in zip(fa.gradients(x, y), autograd_grads(net, x, y)):
         assert rel_err(a, b) < 1e-10
     net1 = MLP([6, 9, 4], seed=0, dtype=D)
-    f, d = make_rule("fa", net1, seed=3), make_rule("dfa", net1, seed=3)
-    assert torch.equal(f.feedback[0], d.feedback[0])
-    for a, b in zip(f.gradients(x, y), d.gradients(x, y)):
-        assert torch.equal(a, b)
+    f, d, i = make_rule("fa", net1, seed=3), make_rule("dfa", net1, seed=3), make_rule("ifa", net1, seed=3)
+    assert torch.equal(f.feedback[0], d.feedback[0]) and torch.equal(i.feedback[0], d.feedback[0])
+    for a, b, c in zip(f.gradients(x, y), d.gradients(x, y), i.gradients(x, y)):
+        assert torch.equal(a, b) and torch.equal(c, b)
 
 
 def test_feedback_is_seeded_fixed_and_scaled():
