@@ -234,8 +234,6 @@ class _FullDisk:
         setattr(self._con, name, value)
 
 
-@pytest.mark.xfail(strict=True, reason="experiments/store.py Store._tx (and Store.__init__) let "
-                   "sqlite3.OperationalError('database or disk is full') escape: the CLI prints a traceback")
 def test_full_disk_under_the_store_is_one_line(tmp_path, capsys, monkeypatch):
     spec = tmp_path / "s.toml"
     spec.write_text(SPEC)
@@ -258,3 +256,33 @@ def test_unwritable_store_is_reported_before_anything_runs(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert f"store: cannot open {str(blocker / 'store' / 'store.sqlite')!r}" in err and "choose a writable" in err
+
+
+@needs_mnist
+def test_sigterm_to_the_sweep_driver_checkpoints_and_resumes(tmp_path):
+    """SIGTERM to the driver alone: the training worker finishes its epoch and checkpoints, the run is
+    recorded as interrupted (not lost, not 'running'), and the next sweep completes it."""
+    spec = tmp_path / "s.toml"
+    spec.write_text(SPEC.replace("epochs = 6", "epochs = 40").replace('rule = ["bp", "dfa"]', 'rule = ["bp"]')
+                    .split("[[grid]]\nrule = \"bp\"\nhidden")[0])
+    store = tmp_path / "store"
+    proc = subprocess.Popen(sweep_cmd(spec, store) + ["--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        time.sleep(0.2)
+        if (store / "store.sqlite").is_file():
+            with Store(store, create=False) as st:
+                if any(st.metrics(r["hash"]) for r in st.runs()):
+                    break
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=240)
+    assert "Traceback" not in err, err
+    with Store(store, create=False) as st:
+        rows = st.runs()
+        assert [r["status"] for r in rows] == ["interrupted"], rows
+        assert 1 <= len(st.metrics(rows[0]["hash"])) < 40
+    again = subprocess.run(sweep_cmd(spec, store) + ["--quiet"], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    with Store(store, create=False) as st:
+        assert [r["status"] for r in st.runs()] == ["completed"]

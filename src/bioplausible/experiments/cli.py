@@ -11,6 +11,9 @@ SPEC is a TOML file or the name of a shipped spec (paper, extended, privacy, qui
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import argparse
 import json
 import sys
@@ -99,6 +102,33 @@ def _runs_options(r):
     r.add_argument("--where", action="append", metavar="KEY=V1,V2", help="only runs whose config matches")
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM to the sweep driver acts like Ctrl-C: the workers get SIGINT (a training worker finishes and
+    checkpoints its epoch, an idle one ignores it) and the driver takes its Ctrl-C path."""
+    import multiprocessing
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum, frame):
+        for child in multiprocessing.active_children():
+            try:
+                os.kill(child.pid, signal.SIGINT)
+            except OSError:
+                pass
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def cmd_sweep(args) -> int:
     from .runner import select, sweep
     from .spec import load_spec
@@ -116,9 +146,10 @@ def cmd_sweep(args) -> int:
                 print(f"{run.hash}  {'skip' if st in FINAL else 'train':5s}  {st:11s}  {c.dataset:14s} {c.rule:4s} "
                       f"{c.preset:6s} seed={c.seed} update_noise={c.update_noise:g} target_epsilon={c.target_epsilon}")
             return 0
-        res = sweep(spec, store, backend=args.backend, workers=args.workers, ray_address=args.ray_address,
-                    gpus_per_run=args.gpus_per_run, where=where, progress=not args.quiet,
-                    retry_failed=args.retry_failed)
+        with _sigterm_as_interrupt():
+            res = sweep(spec, store, backend=args.backend, workers=args.workers, ray_address=args.ray_address,
+                        gpus_per_run=args.gpus_per_run, where=where, progress=not args.quiet,
+                        retry_failed=args.retry_failed)
     print(f"sweep {spec.name}: {res['total']} runs: {res['skipped']} already finished, {res['ran']} ran "
           f"({res['failed']} failed, {res['diverged']} diverged), {res['interrupted']} interrupted, "
           f"{res['busy_elsewhere']} busy elsewhere; {res['wall_seconds']:.1f}s; store {args.store}")

@@ -94,10 +94,20 @@ class Store:
         except (OSError, sqlite3.Error) as exc:
             raise UserError(f"store: cannot open {str(self.db_path)!r} ({exc}); choose a writable directory") from None
         self._con.row_factory = sqlite3.Row
-        self._con.execute("PRAGMA busy_timeout = 60000")
-        self._con.execute("PRAGMA journal_mode = WAL")
-        self._con.execute("PRAGMA synchronous = NORMAL")
-        self._con.executescript(SCHEMA)
+        try:
+            self._con.execute("PRAGMA busy_timeout = 60000")
+            self._con.execute("PRAGMA journal_mode = WAL")
+            self._con.execute("PRAGMA synchronous = NORMAL")
+            self._con.executescript(SCHEMA)
+        except sqlite3.OperationalError as exc:
+            raise self._error(exc) from None
+
+    def _error(self, exc: Exception) -> UserError:
+        """One line for a store that cannot be written (disk full, read-only, locked for too long)."""
+        return UserError(
+            f"store: {str(self.db_path)!r}: {exc}; runs already recorded are kept (every write is a transaction); "
+            "free space or fix the store location, then run the sweep again"
+        )
 
     def close(self):
         self._con.close()
@@ -110,13 +120,19 @@ class Store:
 
     @contextmanager
     def _tx(self):
-        self._con.execute("BEGIN IMMEDIATE")
+        try:
+            self._con.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise self._error(exc) from None
         try:
             yield self._con
-        except BaseException:
-            self._con.execute("ROLLBACK")
+            self._con.execute("COMMIT")
+        except BaseException as exc:
+            if self._con.in_transaction:
+                self._con.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise self._error(exc) from None
             raise
-        self._con.execute("COMMIT")
 
     def run_dir(self, h: str) -> Path:
         return self.root / "runs" / h
