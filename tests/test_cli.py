@@ -34,7 +34,7 @@ def test_train_json_summary_contract(tmp_path):
     [
         (["--rule", "hebbian"], "argument --rule: invalid choice: 'hebbian'"),
         (["--dataset", "svhn"], "argument --dataset: invalid choice: 'svhn'"),
-        (["--lr", "-1"], "--lr: invalid value -1.0; accepted: float in (0, inf]"),
+        (["--lr", "-1"], "--lr: invalid value -1.0; accepted: float in (0, 3.4e+38]"),
         (["--lr", "abc"], "--lr: invalid value 'abc'; expected float"),
         (["--epochs", "0"], "--epochs: invalid value 0"),
         (["--batch-size", "2.5"], "--batch-size: invalid value '2.5'; expected int"),

@@ -220,7 +220,7 @@ def no_data(monkeypatch, tmp_path):
     [
         (["--noise-multiplier", "-1"], "--noise-multiplier: invalid value -1.0; accepted: float in [0, inf]"),
         (["--update-noise", "nan"], "--update-noise: invalid value nan; expected a number, not NaN"),
-        (["--lr", "0"], "--lr: invalid value 0.0; accepted: float in (0, inf]"),
+        (["--lr", "0"], "--lr: invalid value 0.0; accepted: float in (0, 3.4e+38]"),
         (["--lr", "inf"], "--lr: invalid value inf; expected a finite number"),
         (["--target-epsilon", "0"], "--target-epsilon: invalid value 0.0; accepted: float in (0, inf]"),
         (["--target-epsilon", "-3"], "--target-epsilon: invalid value -3.0"),
@@ -255,7 +255,7 @@ def test_bad_options_are_refused_before_any_data_is_loaded(no_data, capsys, args
 @pytest.mark.parametrize(
     "toml, needle",
     [
-        ('[base]\nlr = -1\n', "key 'lr': invalid value -1; accepted: float in (0, inf]"),
+        ('[base]\nlr = -1\n', "key 'lr': invalid value -1; accepted: float in (0, 3.4e+38]"),
         ('[base]\nepochs = 2.5\n', "key 'epochs': invalid value 2.5; expected int"),
         ('[base]\nepochs = true\n', "key 'epochs': invalid value True; expected int"),
         ('[base]\nepochs = inf\n', "key 'epochs': invalid value inf; expected int"),

@@ -25,6 +25,7 @@ DEVICES = ("auto", "cpu", "cuda")
 NOISE_SITES = ("gradient", "error", "signal", "update")
 SAMPLINGS = ("poisson", "shuffle")
 PRESETS = ("paper", "tuned")
+FLOAT32_MAX = 3.4e38  # learning rates are applied in float32
 # Official training-set sizes, so options that depend on n (batch_size, validation, delta) are checked
 # before any data is loaded; training checks again against the data it actually got.
 TRAIN_SIZES = {"mnist": 60000, "fashion-mnist": 60000, "cifar10": 50000, "cifar100": 50000, "cifar100-coarse": 50000}
@@ -173,12 +174,12 @@ def validate(c: TrainConfig) -> None:  # noqa: C901 - a flat list of checks read
     c.epochs = check_range("epochs", c.epochs, 1, 100_000, kind=int)
     c.batch_size = check_range("batch_size", c.batch_size, 1, 10_000_000, kind=int)
     check_choice("optimizer", c.optimizer, OPTIMIZERS)
-    c.lr = check_range("lr", c.lr, 0, None, lo_open=True)
+    c.lr = check_range("lr", c.lr, 0, FLOAT32_MAX, lo_open=True)
     c.momentum = check_range("momentum", c.momentum, 0, 1, hi_open=True)
     c.weight_decay = check_range("weight_decay", c.weight_decay, 0, None)
     check_choice("schedule", c.schedule, SCHEDULES)
     if c.inverse_lr is not None:
-        c.inverse_lr = check_range("inverse_lr", c.inverse_lr, 0, None, lo_open=True)
+        c.inverse_lr = check_range("inverse_lr", c.inverse_lr, 0, FLOAT32_MAX, lo_open=True)
         if c.rule != "dtp":
             raise UserError(f"inverse_lr: only rule 'dtp' has inverse maps, got rule {c.rule!r}")
     if c.stop_delta is not None:
