@@ -340,7 +340,7 @@ def test_huge_learning_rate_diverges_in_epoch_1_and_the_cli_says_so(tmp_path, mo
 
 # ------------------------------------------------------------------------ 4. interruption (real)
 KILL_ARGS = [
-    "--dataset", "mnist", "--rule", "dfa", "--hidden-sizes", "64x2", "--epochs", "6", "--train-subset", "3000",
+    "--dataset", "mnist", "--rule", "dfa", "--hidden-sizes", "64x2", "--epochs", "12", "--train-subset", "3000",
     "--test-subset", "500", "--optimizer", "adam", "--lr", "1e-3", "--schedule", "cosine", "--augment-shift", "1",
     "--output", "softmax", "--loss", "ce", "--reduction", "mean", "--batch-size", "25", "--threads", "1",
     "--no-early-stop", "--quiet", "--json",
@@ -402,8 +402,11 @@ def test_kills_and_signals_at_random_moments_then_resume_equals_uninterrupted(tm
         else:
             sig = signal.SIGTERM if step == "term" else signal.SIGINT
             proc.send_signal(sig)
+            want = f"bioplausible: {signal.Signals(sig).name} received, stopping after this epoch"
             line = proc.stderr.readline()
-            assert f"bioplausible: {signal.Signals(sig).name} received, stopping after this epoch" in line
+            while line and want not in line:  # skip any unrelated warning lines
+                line = proc.stderr.readline()
+            assert want in line
             if step == "int-int":
                 proc.send_signal(sig)
         out, err = proc.communicate(timeout=120)
@@ -420,7 +423,7 @@ def test_kills_and_signals_at_random_moments_then_resume_equals_uninterrupted(tm
         else:
             assert proc.returncode == -signal.SIGKILL
         seen.append((step, len(read_metrics(run)), saved))
-    assert seen[-1][1] < 6, f"every interruption should land before the run ends: {seen}"
+    assert seen[-1][1] < 12, f"every interruption should land before the run ends: {seen}"
     res = subprocess.run(_cli(run, "--resume"), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     _assert_same_as_reference(run, reference, json.loads(res.stdout))
