@@ -19,6 +19,7 @@ calibrated with ``dp_accounting.calibrate_dp_mechanism`` against the run's accou
 
 from __future__ import annotations
 
+import logging
 import math
 
 import dp_accounting
@@ -58,6 +59,17 @@ def compose(events) -> dp_event.DpEvent:
     if not events:
         return dp_event.NoOpDpEvent()
     return events[0] if len(events) == 1 else dp_event.ComposedDpEvent(events)
+
+
+class _QuietAbsl(logging.Filter):
+    """dp-accounting's RDP code logs a warning each time a fractional order fails to converge and is
+    excluded (it stays correct: the order is simply not used); keep that out of our users' output."""
+
+    def filter(self, record):
+        return "failed to converge" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_QuietAbsl())
 
 
 def make_accountant(name: str):
