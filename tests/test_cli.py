@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from bioplausible.cli import main
-from test_training import needs_mnist
+from helpers import needs_mnist
 
 SMALL = ["--train-subset", "1000", "--test-subset", "300", "--epochs", "1", "--threads", "1", "--quiet",
          "--hidden-sizes", "32"]

@@ -15,6 +15,7 @@ import torch
 from bioplausible.cli import main
 from bioplausible.experiments import Store, load_spec, sweep
 from bioplausible.training import read_metrics, train
+from helpers import needs_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = """
@@ -45,13 +46,7 @@ data_dir = "{empty}"
 """
 
 
-def have_mnist():
-    from bioplausible.data import dataset_status
-
-    return any(r["name"] == "mnist" and r["found"] for r in dataset_status(verify_content=False))
-
-
-pytestmark = pytest.mark.skipif(not have_mnist(), reason="needs MNIST (BIOPLAUSIBLE_DATA)")
+pytestmark = needs_mnist
 
 
 @pytest.fixture(scope="module")

@@ -15,17 +15,7 @@ TINY = ["--dataset", "mnist", "--train-subset", "600", "--test-subset", "600", "
         "--threads", "1", "--quiet", "--json", "--no-early-stop"]
 
 
-def _mnist_available():
-    try:
-        from bioplausible.data import load_dataset
-
-        load_dataset("mnist", download=False)
-        return True
-    except Exception:
-        return False
-
-
-needs_mnist = pytest.mark.skipif(not _mnist_available(), reason="MNIST files not found (set BIOPLAUSIBLE_DATA)")
+from helpers import needs_mnist
 
 
 def test_auc_tpr_and_epsilon_bound_against_direct_computation():

@@ -32,7 +32,7 @@ from bioplausible.cli import build_parser, config_from_args, main
 from bioplausible.data import Dataset
 from bioplausible.errors import UserError
 from bioplausible.training import read_metrics
-from test_training import needs_mnist
+from helpers import needs_mnist
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING = ("seconds", "eval_seconds")

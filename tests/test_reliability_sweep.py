@@ -23,7 +23,7 @@ import pytest
 from bioplausible.cli import main
 from bioplausible.experiments.store import FINAL, Store
 from bioplausible.training import read_metrics
-from test_training import needs_mnist
+from helpers import needs_mnist
 
 SPEC = """
 name = "faults"

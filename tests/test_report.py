@@ -12,6 +12,7 @@ from bioplausible.cli import main
 from bioplausible.experiments import Store, load_spec, sweep
 from bioplausible.report import build_report
 from bioplausible.report.tables import PAPER_TABLE1, PAPER_TABLE2
+from helpers import needs_mnist
 
 SPEC = """
 name = "mini"
@@ -39,13 +40,7 @@ target_epsilon = [8.0, inf]
 """
 
 
-def have_mnist():
-    from bioplausible.data import dataset_status
-
-    return any(r["name"] == "mnist" and r["found"] for r in dataset_status(verify_content=False))
-
-
-pytestmark = pytest.mark.skipif(not have_mnist(), reason="needs MNIST (BIOPLAUSIBLE_DATA)")
+pytestmark = needs_mnist
 
 
 @pytest.fixture(scope="module")

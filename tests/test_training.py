@@ -15,22 +15,10 @@ from bioplausible import resolve, train
 from bioplausible.checkpoint import read_checkpoint
 from bioplausible.errors import UserError
 from bioplausible.training import read_metrics
+from helpers import needs_mnist
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
-
-
-def have_mnist():
-    try:
-        from bioplausible.data import load_dataset
-
-        load_dataset("mnist", download=False)
-        return True
-    except Exception:
-        return False
-
-
-needs_mnist = pytest.mark.skipif(not have_mnist(), reason="real MNIST not available (set BIOPLAUSIBLE_DATA)")
 
 
 @pytest.fixture(scope="module")
