@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from bioplausible import resolve, train
+from bioplausible.network import describe_sizes
 
 JOBS = [  # (short name, dataset, rule)
     ("mnist-bp", "mnist", "bp"),
@@ -52,9 +53,7 @@ def main():
     print("\n| dataset | rule | network | test error | target | epochs | seed | train time |")
     print("|---|---|---|---|---|---|---|---|")
     for short, s in rows:
-        net = "-".join(map(str, s["sizes"]))
-        if len(set(s["sizes"][1:-1])) == 1 and len(s["sizes"]) > 3:
-            net = f"{s['sizes'][0]}-({s['sizes'][1]}×{len(s['sizes']) - 2})-{s['sizes'][-1]}"
+        net = describe_sizes(s["sizes"])
         print(f"| {s['dataset']} | {s['rule']} | {net} | {100 * s['test_error']:.2f}% | ≤ {TARGETS[short]}% | "
               f"{s['epochs']} | {s['seed']} | {s['train_seconds'] / 60:.1f} min |")
 

@@ -183,6 +183,7 @@ def _print_summary(s: dict) -> None:
 
 def cmd_compare(args) -> int:
     """Train several rules on one dataset and print a Markdown results table."""
+    from .network import describe_sizes
     from .rules import RULES
     from .training import train
 
@@ -206,7 +207,7 @@ def cmd_compare(args) -> int:
     print(f"\n| rule | network | test error | train loss | epochs | seconds |")
     print("|---|---|---|---|---|---|")
     for s in rows:
-        net = "-".join(map(str, s["sizes"]))
+        net = describe_sizes(s["sizes"])
         err = f"{100 * s['test_error']:.2f}%" if s["test_error"] is not None else f"n/a ({s['status']})"
         loss = f"{s['train_loss']:.4f}" if s["train_loss"] is not None else "n/a"
         print(f"| {s['rule']} | {net} | {err} | {loss} | {s['epochs']} | {s['seconds']:.1f} |")

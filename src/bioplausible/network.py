@@ -82,6 +82,14 @@ def derivative(name: str, a: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"no elementwise derivative for {name!r}")
 
 
+def describe_sizes(sizes) -> str:
+    """``[784, 800, 10]`` → ``784-800-10``; equal hidden widths compress: ``784-(240×7)-10``."""
+    hidden = list(sizes[1:-1])
+    if len(hidden) > 1 and len(set(hidden)) == 1:
+        return f"{sizes[0]}-({hidden[0]}×{len(hidden)})-{sizes[-1]}"
+    return "-".join(map(str, sizes))
+
+
 @dataclass
 class Record:
     """What a forward pass saw: ``h[0]`` is the input, ``a[l-1]``/``h[l]`` belong to layer ``l``."""
