@@ -255,7 +255,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _flagify(message: str) -> str:
     """'batch_size: …' → '--batch-size: …' so messages name the option as typed."""
     from .config import FIELD_NAMES
-    from .cli import RULE_OPTION_FLAGS  # noqa: F401
 
     head, sep, rest = message.partition(":")
     if sep and (head in FIELD_NAMES or head in RULE_OPTION_FLAGS):

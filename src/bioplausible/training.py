@@ -120,10 +120,6 @@ def _deterministic() -> None:
         setter(True, warn_only=True)
 
 
-def _rng_state(gen: torch.Generator):
-    return gen.get_state()
-
-
 def keep_freed_memory() -> bool:
     """Ask glibc's ``malloc`` to keep freed blocks below 32 MiB for reuse instead of handing them back
     to the kernel (``mallopt``: fixed mmap and trim thresholds). Each batch allocates the same few
@@ -309,7 +305,7 @@ def _train(cfg: TrainConfig, out, resume: bool, data, progress) -> dict:
                 row["eval_seconds"] = time.perf_counter() - t1
                 history.append(row)
                 if out is not None:
-                    rngs = {"batch": _rng_state(batch_gen), "augment": aug_gen.get_state()}
+                    rngs = {"batch": batch_gen.get_state(), "augment": aug_gen.get_state()}
                     if hasattr(rule, "get_noise_state"):
                         rngs["rule_noise"] = rule.get_noise_state()
                     rngs.update({f"pipeline.{k}": v for k, v in pipeline.state().items()})
@@ -460,5 +456,3 @@ def run_config(run_dir) -> TrainConfig:
     d.pop("run_hash", None)
     return from_dict(d)
 
-
-os.environ.setdefault("KMP_WARNINGS", "0")
