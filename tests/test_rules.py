@@ -257,6 +257,73 @@ def test_write_grads_fills_param_grad_for_torch_optim():
             assert p.grad is not None and p.grad.shape == p.shape
 
 
+@pytest.mark.parametrize("hidden,output,loss,reduction", COMBOS)
+def test_error_and_loss_share_work_but_equal_the_separate_definitions(hidden, output, loss, reduction):
+    net = MLP([6, 5, 4], hidden=hidden, output=output, loss=loss, reduction=reduction, seed=1, dtype=D)
+    x, y = batch()
+    rec, t = net.record(x), net.targets(y)
+    e, L = net.error_and_loss(rec, t)
+    assert rel_err(L, net.per_example_loss(rec, t).sum() * net.loss_scale(x.shape[0])) < 1e-12
+    assert rel_err(e, net.output_error(rec, t)) == 0.0
+
+
+@pytest.mark.parametrize("hidden", ["tanh", "relu", "sigmoid", "leaky-relu"])
+def test_times_derivative_is_g_times_f_prime(hidden):
+    from bioplausible.network import activate, derivative, times_derivative
+
+    g0 = torch.Generator().manual_seed(0)
+    a = torch.randn(9, 7, generator=g0, dtype=D) * 2
+    g = torch.randn(9, 7, generator=g0, dtype=D)
+    h = activate(hidden, a)
+    a.requires_grad_(True)
+    (ref,) = torch.autograd.grad((activate(hidden, a) * g).sum(), a)  # autograd's g ⊙ f'(a)
+    a = a.detach()
+    assert rel_err(times_derivative(hidden, g.clone(), a, h), ref) < 1e-14
+    assert rel_err(g * derivative(hidden, a, h), ref) < 1e-14
+
+
+@pytest.mark.parametrize("name", RULES)
+def test_fused_sgd_step_equals_write_grads_then_torch_sgd(name):
+    """The training loop's fast path for plain SGD (one addmm_ per layer) takes the same step as
+    writing param.grad and calling torch.optim.SGD, with separate rates for a rule's own layers."""
+    from bioplausible.training import plain_sgd_rates
+
+    x, y = batch()
+    nets = [MLP([6, 7, 5, 4], seed=0, dtype=D) for _ in range(2)]
+    rules = [make_rule(name, n, seed=0) for n in nets]
+    opts = []
+    for net, rule in zip(nets, rules):
+        groups = [{"params": list(net.parameters()), "lr": 0.1}]
+        if list(rule.parameters()):
+            groups.append({"params": list(rule.parameters()), "lr": 0.03})
+        opts.append(torch.optim.SGD(groups, lr=0.1))
+    from bioplausible.privacy import Plain
+
+    rates = plain_sgd_rates(opts[1], Plain())
+    assert rates is not None and len(rates) == len(list(nets[1].parameters())) + len(list(rules[1].parameters()))
+    rules[0].step_grads(x, nets[0].targets(y))
+    opts[0].step()
+    rules[1].sgd_step(rules[1].teach(x, nets[1].targets(y)), rates)
+    for m0, m1 in ((nets[0], nets[1]), (rules[0], rules[1])):
+        for p0, p1 in zip(m0.parameters(), m1.parameters()):
+            assert torch.allclose(p0, p1, rtol=0, atol=1e-14)
+    assert all(p.grad is None for p in nets[1].parameters())  # nothing materialised
+
+
+def test_fused_sgd_only_for_plain_sgd_on_exact_gradients():
+    from bioplausible.config import resolve
+    from bioplausible.privacy import Plain, make_pipeline
+    from bioplausible.training import plain_sgd_rates
+
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    assert plain_sgd_rates(torch.optim.SGD(params, lr=0.1), Plain()) == {id(params[0]): 0.1}
+    for opt in (torch.optim.SGD(params, lr=0.1, momentum=0.9), torch.optim.SGD(params, lr=0.1, weight_decay=1e-4),
+                torch.optim.Adam(params, lr=0.1)):
+        assert plain_sgd_rates(opt, Plain()) is None
+    noisy = make_pipeline(resolve(update_noise=0.1), 1000, torch.device("cpu"))
+    assert plain_sgd_rates(torch.optim.SGD(params, lr=0.1), noisy) is None
+
+
 def test_mean_reduction_divides_by_batch():
     x, y = batch()
     for name in RULES:

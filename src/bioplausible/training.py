@@ -35,7 +35,7 @@ from .config import TrainConfig, validate
 from .diagnostics import alignment
 from .errors import UserError
 from .network import MLP
-from .privacy import make_pipeline
+from .privacy import Plain, make_pipeline
 from .rules import make_rule
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -63,6 +63,20 @@ def make_optimizer(cfg: TrainConfig, net: MLP, rule) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=wd)
     return torch.optim.RMSprop(groups, lr=cfg.lr, weight_decay=wd)
+
+
+def plain_sgd_rates(optimizer: torch.optim.Optimizer, pipeline) -> dict[int, float] | None:
+    """``{id(param): lr}`` when a step is exactly plain SGD on the rule's pseudo-gradient (no
+    momentum, weight decay or privacy pipeline in between), so the update can be fused into the
+    weight-gradient product (:meth:`Rule.sgd_step`); ``None`` otherwise."""
+    if type(optimizer) is not torch.optim.SGD or type(pipeline) is not Plain:
+        return None
+    rates = {}
+    for g in optimizer.param_groups:
+        if g.get("momentum", 0) or g.get("weight_decay", 0) or g.get("maximize", False):
+            return None
+        rates.update({id(p): float(g["lr"]) for p in g["params"]})
+    return rates
 
 
 def schedule_factor(cfg: TrainConfig, epoch: int) -> float:
@@ -251,6 +265,7 @@ def _train(cfg: TrainConfig, out, resume: bool, data, progress) -> dict:
                 t0 = time.perf_counter()
                 for g, lr in zip(optimizer.param_groups, base_lrs):
                     g["lr"] = lr * schedule_factor(cfg, epoch)
+                fused = plain_sgd_rates(optimizer, pipeline)
                 fresh = pipeline.epoch_inputs(x_clean, epoch) if hasattr(pipeline, "epoch_inputs") else None
                 if fresh is not None:  # privacy: Laplace input noise drawn afresh for this epoch
                     x_train = fresh
@@ -267,8 +282,11 @@ def _train(cfg: TrainConfig, out, resume: bool, data, progress) -> dict:
                     if cfg.augment_shift or cfg.augment_flip:
                         xb = augment(xb, shape, cfg.augment_shift, cfg.augment_flip, aug_gen)
                     teaching = rule.teach(xb, t_train.index_select(0, idx))
-                    pipeline.apply(teaching, rule, cfg.batch_size)
-                    optimizer.step()
+                    if fused is not None:
+                        rule.sgd_step(teaching, fused)
+                    else:
+                        pipeline.apply(teaching, rule, cfg.batch_size)
+                        optimizer.step()
                     loss_sum += teaching.loss.double() / teaching.scale
                     wrong += (teaching.record.output.argmax(1) != y_train.index_select(0, idx)).sum()
                     seen += idx.numel()

@@ -25,7 +25,9 @@ import torch
 
 def layer_sq_norms(delta: torch.Tensor, inp: torch.Tensor) -> torch.Tensor:
     """(B,) squared norms of the per-example gradients (weight and bias) of one linear layer."""
-    return delta.square().sum(1) * (inp.square().sum(1) + 1.0)
+    dn = torch.linalg.vector_norm(delta, dim=1)  # one pass each, no (B, width) temporary
+    hn = torch.linalg.vector_norm(inp, dim=1)
+    return dn.square_().mul_(hn.square_().add_(1.0))
 
 
 def per_example_norms(terms, per_layer: bool = False) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..network import MLP, Record, derivative
+from ..network import MLP, Record, times_derivative
 
 
 @dataclass
@@ -102,11 +102,10 @@ class Rule(nn.Module):
         net = self.net
         with torch.no_grad():
             rec = net.record(x)
-            e = net.output_error(rec, t)
+            e, loss = net.error_and_loss(rec, t)
             deltas = self.hidden_signals(rec, e) + [e]
             terms = [Term(layer, d, h) for layer, d, h in zip(net.layers, deltas, rec.h[:-1])]
             terms += self.extra_terms(rec)
-            loss = net.batch_loss(rec, t)
         return Teaching(terms=terms, record=rec, loss=loss, error=e, scale=net.loss_scale(x.shape[0]))
 
     @staticmethod
@@ -118,6 +117,19 @@ class Rule(nn.Module):
                 d, h = term.delta, term.inp
                 write_grad(term.layer.weight, lambda g: torch.addmm(g, d.t(), h, beta=0, alpha=s, out=g))
                 write_grad(term.layer.bias, lambda g: torch.sum(d, 0, out=g).mul_(s) if s != 1 else torch.sum(d, 0, out=g))
+
+    @staticmethod
+    def sgd_step(teaching: Teaching, lr_of: dict[int, float]) -> None:
+        """Plain SGD fused into the weight-gradient product: ``W ← W − η·s·δᵀh`` (one in-place
+        ``addmm_``) and ``b ← b − η·s·Σδ``, with ``η = lr_of[id(param)]``. Equal to writing
+        :meth:`write_grads` and stepping ``torch.optim.SGD`` (no momentum, no weight decay) up to
+        float rounding, without materialising ``.grad`` or reading it back."""
+        s = teaching.scale
+        with torch.no_grad():
+            for term in teaching.terms:
+                W, b = term.layer.weight, term.layer.bias
+                W.addmm_(term.delta.t(), term.inp, alpha=-lr_of[id(W)] * s)
+                b.add_(term.delta.sum(0), alpha=-lr_of[id(b)] * s)
 
     def step_grads(self, x: torch.Tensor, t: torch.Tensor) -> Teaching:
         """Compute the teaching terms of a batch and write every trained parameter's ``.grad``."""
@@ -148,6 +160,6 @@ def bp_hidden_signals(net: MLP, rec: Record, e: torch.Tensor) -> list[torch.Tens
     deltas = []
     d = e
     for i in range(net.depth - 2, -1, -1):
-        d = (d @ net.layers[i + 1].weight) * derivative(net.hidden, rec.a[i], rec.h[i + 1])
+        d = times_derivative(net.hidden, d @ net.layers[i + 1].weight, rec.a[i], rec.h[i + 1])
         deltas.append(d)
     return deltas[::-1]

@@ -1,7 +1,7 @@
 """Direct feedback alignment (Nøkland 2016), paper eq. 8: δa_l = (B_l e) ⊙ f'(a_l)."""
 
 from ..errors import UserError
-from ..network import derivative
+from ..network import times_derivative
 from .base import Rule, feedback_matrix, forward_product
 from .registry import register
 
@@ -41,6 +41,6 @@ class DFA(Rule):
     def hidden_signals(self, rec, e):
         net = self.net
         return [
-            (e @ B.t()) * derivative(net.hidden, rec.a[i], rec.h[i + 1])
+            times_derivative(net.hidden, e @ B.t(), rec.a[i], rec.h[i + 1])
             for i, B in enumerate(self.feedback)
         ]

@@ -20,7 +20,7 @@ target is a plain gradient step, δ_1 = 2η̂ (e W_2) ⊙ f'(a_1), i.e. exactly 
 import torch
 from torch import nn
 
-from ..network import activate, derivative
+from ..network import activate, times_derivative
 from .base import Rule, Term
 from .registry import register
 
@@ -67,7 +67,7 @@ class DTP(Rule):
         net = self.net
         hat = self.targets(rec, e)
         return [
-            2.0 * (rec.h[i + 1] - hat[i]) * derivative(net.hidden, rec.a[i], rec.h[i + 1])
+            times_derivative(net.hidden, (rec.h[i + 1] - hat[i]).mul_(2.0), rec.a[i], rec.h[i + 1])
             for i in range(net.depth - 1)
         ]
 
@@ -86,7 +86,7 @@ class DTP(Rule):
             layer = net.layers[i - 1]
             z = activate(net.hidden, torch.addmm(layer.bias, noisy, layer.weight.t()))
             b, r = self._g(i, z)
-            d = 2.0 * (r - noisy) * derivative(net.hidden, b, r)
+            d = times_derivative(net.hidden, (r - noisy).mul_(2.0), b, r)
             terms.append(Term(self.inverses[i - 2], d, z))
         return terms
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from ..network import derivative
+from ..network import times_derivative
 from .base import Rule, feedback_matrix
 from .registry import register
 
@@ -33,6 +33,6 @@ class FA(Rule):
         deltas = []
         d = e
         for i in range(net.depth - 2, -1, -1):
-            d = (d @ fb[i].t()) * derivative(net.hidden, rec.a[i], rec.h[i + 1])
+            d = times_derivative(net.hidden, d @ fb[i].t(), rec.a[i], rec.h[i + 1])
             deltas.append(d)
         return deltas[::-1]

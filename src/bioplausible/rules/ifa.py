@@ -4,7 +4,7 @@
 travels *forward* through the forward weights from the first hidden layer.
 """
 
-from ..network import derivative
+from ..network import times_derivative
 from .base import Rule, feedback_matrix, forward_product
 from .registry import register
 
@@ -31,9 +31,9 @@ class IFA(Rule):
         net = self.net
         if net.depth < 2:
             return []
-        d = (e @ self.B1.t()) * derivative(net.hidden, rec.a[0], rec.h[1])
+        d = times_derivative(net.hidden, e @ self.B1.t(), rec.a[0], rec.h[1])
         deltas = [d]
         for i in range(1, net.depth - 1):
-            d = (d @ net.layers[i].weight.t()) * derivative(net.hidden, rec.a[i], rec.h[i + 1])
+            d = times_derivative(net.hidden, d @ net.layers[i].weight.t(), rec.a[i], rec.h[i + 1])
             deltas.append(d)
         return deltas
