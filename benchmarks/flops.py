@@ -123,3 +123,26 @@ def matmul_rate(m: int, k: int, n: int, device="cpu", dtype=torch.float32, min_s
 def floor_seconds(shape_counts: dict, rates: dict) -> float:
     """Seconds the products of one epoch take at the measured ``rates`` (FLOP/s per shape)."""
     return sum(2 * m * k * n * c / rates[(m, k, n)] for (m, k, n), c in shape_counts.items())
+
+
+def normal_rate(count: int, device="cpu", dtype=torch.float32, min_seconds: float = 0.02, samples: int = 3,
+                clock=time.perf_counter) -> float:
+    """Gaussians per second that ``Tensor.normal_`` draws into a tensor of ``count`` elements with a
+    seeded ``torch.Generator`` (DP-SGD's noise draw; median of ``samples`` timings)."""
+    device = torch.device(device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    buf = torch.empty(int(count), dtype=dtype, device=device)
+    buf.normal_(generator=gen)
+    _sync(device)
+    times = []
+    for _ in range(samples):
+        reps = 0
+        t0 = clock()
+        while True:
+            buf.normal_(generator=gen)
+            reps += 1
+            _sync(device)
+            if clock() - t0 >= min_seconds and reps >= 2:
+                break
+        times.append((clock() - t0) / reps)
+    return count / statistics.median(times)

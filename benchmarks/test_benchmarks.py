@@ -56,6 +56,11 @@ def test_matmul_rate_is_a_rate():
     assert 1e6 < r < 1e14
 
 
+def test_normal_rate_is_a_rate():
+    r = flops.normal_rate(10_000, min_seconds=0.002, samples=1)
+    assert 1e5 < r < 1e13
+
+
 def _data(n=40, d=12, k=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(n, d, generator=g)
@@ -137,6 +142,10 @@ def test_checks_read_the_targets():
     assert got["bp+dp / bp time"] is False  # 1.3 > 1.25
     assert got["bp+dp speed-up vs opacus ghost"] is False  # 1.54 < 2
     assert got["bp+dp speed-up vs opacus per-sample"] is True  # 77 >= 40
+    rows["bp+dp"]["noise_draw_seconds"] = 0.2
+    info = [c for c in run.checks(res) if c["target"] == "info"]
+    assert len(info) == 1 and info[0]["pass"] is None and info[0]["value"] == round(1.3 / 1.2, 3)
+    assert "[INFO]" in run.table({"datasets": {}, "skipped": {}, "checks": run.checks(res)})
 
 
 @pytest.mark.parametrize("argv, flag", [
