@@ -1,8 +1,14 @@
 """Sweep throughput: the ``quick`` spec with 1 local worker vs N local workers (fresh stores each time).
 
-    python benchmarks/sweep_throughput.py [--workers 2] [--spec quick] [--repeat 1]
+    python benchmarks/sweep_throughput.py [--workers 2] [--spec quick] [--repeat 1] [--threads 1]
 
 Prints one JSON line per sweep and the speed-up (runs per second with N workers / with 1 worker).
+``--threads T`` fixes the torch threads of every run (default 1), so both sweeps do the same work per
+run and the ratio measures how the sweep scales over worker processes; ``--train-subset N`` overrides the spec's training-set size
+(the shipped ``quick`` runs take ~0.25 s each, so its sweeps are dominated by starting the worker
+processes: importing torch and loading the datasets). ``--threads auto`` keeps the
+sweep's own choice (CPU cores / workers: one worker then runs each epoch on every core, so a second
+worker has little left to add on a small machine).
 Worker start-up and dataset loading are part of the measured wall time, as in real use. The machine's
 load average is printed too: on a shared machine other processes take cores and shrink the speed-up.
 """
@@ -18,14 +24,14 @@ import time
 from bioplausible.experiments import Store, load_spec, sweep
 
 
-def one(spec_name: str, workers: int) -> dict:
-    spec = load_spec(spec_name)
+def one(spec_name: str, workers: int, threads: int | None = 1, **fixed) -> dict:
+    spec = load_spec(spec_name, **({"threads": threads} if threads else {}), **fixed)
     with tempfile.TemporaryDirectory() as d, Store(d) as store:
         load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
         res = sweep(spec, store, workers=workers, progress=False)
         wall = time.perf_counter() - t0
-    return {"spec": spec_name, "workers": workers, "runs": res["ran"], "failed": res["failed"],
+    return {"spec": spec_name, **fixed, "workers": workers, "threads_per_run": threads or "auto", "runs": res["ran"], "failed": res["failed"],
             "wall_seconds": round(wall, 2), "runs_per_second": round(res["ran"] / wall, 4),
             "loadavg_1min_before": load0, "loadavg_1min_after": os.getloadavg()[0]}
 
@@ -35,15 +41,20 @@ def main() -> None:
     ap.add_argument("--spec", default="quick")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--threads", default="1", help="torch threads per run (default 1) or 'auto'")
+    ap.add_argument("--train-subset", type=int, default=None,
+                    help="override the spec's training examples per run (longer runs: less start-up share)")
     a = ap.parse_args()
+    threads = None if a.threads == "auto" else int(a.threads)
+    fixed = {"train_subset": a.train_subset} if a.train_subset else {}
     rates = {1: [], a.workers: []}
     for _ in range(a.repeat):
         for w in (1, a.workers):
-            r = one(a.spec, w)
+            r = one(a.spec, w, threads, **fixed)
             rates[w].append(r["runs_per_second"])
             print(json.dumps(r), flush=True)
     best = {w: max(v) for w, v in rates.items()}
-    print(json.dumps({"speedup": round(best[a.workers] / best[1], 3), "workers": a.workers,
+    print(json.dumps({"speedup": round(best[a.workers] / best[1], 3), "workers": a.workers, "threads_per_run": a.threads,
                       "cpu_count": os.cpu_count()}))
 
 

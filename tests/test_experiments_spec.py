@@ -42,6 +42,20 @@ def test_paper_spec_is_exactly_the_papers_tables_1_and_2():
     assert len({r.hash for r in spec.runs}) == 16
 
 
+def test_paper_error_site_spec_is_table_2_with_noise_on_the_output_error():
+    spec = load_spec("paper-error-site")
+    got = sorted((r.config.dataset, r.config.rule, r.config.update_noise) for r in spec.runs)
+    assert got == sorted((d, r, s) for d in ("mnist", "cifar10") for r in ("bp", "dfa") for s in (0.1, 0.4))
+    assert all(r.config.noise_site == "error" and r.config.preset == "paper" for r in spec.runs)
+
+
+def test_noise_site_does_not_split_clean_runs():
+    from bioplausible.config import resolve
+
+    assert resolve(noise_site="error").run_hash() == resolve().run_hash()  # σ = 0: the site is moot
+    assert resolve(noise_site="error", update_noise=0.1).run_hash() != resolve(update_noise=0.1).run_hash()
+
+
 def test_extended_and_privacy_grids_have_the_promised_axes():
     ext = load_spec("extended")
     axes = {k: sorted({getattr(r.config, k) for r in ext.runs}) for k in ("rule", "preset", "update_noise", "seed")}

@@ -90,6 +90,8 @@ class TrainConfig:
         d = self.to_dict()
         for k in ("data_dir", "device", "threads", "eval_batch_size"):
             d.pop(k)
+        if not d.get("update_noise"):
+            d["noise_site"] = "gradient"  # where no noise goes changes nothing: clean runs share one hash
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @property

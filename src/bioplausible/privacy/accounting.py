@@ -19,13 +19,28 @@ calibrated with ``dp_accounting.calibrate_dp_mechanism`` against the run's accou
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 
-import dp_accounting
-from dp_accounting import dp_event
-from dp_accounting.pld import pld_privacy_accountant
-from dp_accounting.rdp import rdp_privacy_accountant
+
+class _Lazy:
+    """A module imported on first attribute access: ``dp_accounting`` pulls in SciPy (~1 s), which
+    every worker and CLI call would otherwise pay even when nothing is private."""
+
+    def __init__(self, name: str):
+        self._name, self._module = name, None
+
+    def __getattr__(self, attr):
+        if self._module is None:
+            self._module = importlib.import_module(self._name)
+        return getattr(self._module, attr)
+
+
+dp_accounting = _Lazy("dp_accounting")
+dp_event = _Lazy("dp_accounting.dp_event")
+pld_privacy_accountant = _Lazy("dp_accounting.pld.pld_privacy_accountant")
+rdp_privacy_accountant = _Lazy("dp_accounting.rdp.rdp_privacy_accountant")
 
 from ..errors import UserError
 
