@@ -2,6 +2,7 @@
 # DP-SGD search at epsilon = 3 (delta 1e-5) around the recipe of docs/privacy.md section 8:
 # BP on MNIST 784-800-10, selected on a 10 000-example validation split taken from the training file.
 # Usage: bash scripts/dp_tune_mnist.sh [OUT_DIR]   (each run ~1-2 min on one core; finished runs are skipped)
+# MNIST is looked up as usual: --data-dir is not passed, so set BIOPLAUSIBLE_DATA or have it in the cache.
 set -u
 OUT=${1:-runs/dptune}
 mkdir -p "$OUT"
@@ -10,7 +11,9 @@ run() {
   name=$1; shift
   if [ -f "$OUT/$name/summary.json" ] && grep -q '"completed"' "$OUT/$name/summary.json"; then return; fi
   echo "== $name $(date -u +%T)"
-  bioplausible train $B "$@" --out "$OUT/$name" > "$OUT/$name.json" 2> "$OUT/$name.err"
+  if ! bioplausible train $B "$@" --out "$OUT/$name" > "$OUT/$name.json" 2> "$OUT/$name.err"; then
+    echo "$name failed: $(tail -c 300 "$OUT/$name.err")"; return
+  fi
   python3 -c "import json,sys; s=json.load(open(sys.argv[1])); print(sys.argv[2], 'val', s.get('val_error'), 'test', s.get('test_error'), 'eps', s.get('epsilon'), 'sigma', s.get('noise_multiplier'))" "$OUT/$name.json" "$name"
 }
 run base     --rule bp --lr 1.0 --batch-size 2000 --epochs 40
@@ -19,3 +22,6 @@ run b4000    --rule bp --lr 2.0 --batch-size 4000 --epochs 80
 run wd       --rule bp --lr 1.0 --batch-size 2000 --epochs 40 --weight-decay 1e-4
 run e60      --rule bp --lr 1.0 --batch-size 2000 --epochs 60
 run wd1e3    --rule bp --lr 1.0 --batch-size 2000 --epochs 40 --weight-decay 1e-3
+run b1000    --rule bp --lr 0.7 --batch-size 1000 --epochs 30
+run lr14     --rule bp --lr 1.4 --batch-size 2000 --epochs 40
+run adam     --rule bp --optimizer adam --lr 0.002 --batch-size 2000 --epochs 40
