@@ -339,8 +339,10 @@ def test_huge_learning_rate_diverges_in_epoch_1_and_the_cli_says_so(tmp_path, mo
 
 
 # ------------------------------------------------------------------------ 4. interruption (real)
+# Enough epochs that none of the interruptions below (the first at up to 4 s after the start) can land
+# after the run has finished: a full epoch here takes ~0.1 s.
 KILL_ARGS = [
-    "--dataset", "mnist", "--rule", "dfa", "--hidden-sizes", "64x2", "--epochs", "12", "--train-subset", "3000",
+    "--dataset", "mnist", "--rule", "dfa", "--hidden-sizes", "64x2", "--epochs", "40", "--train-subset", "3000",
     "--test-subset", "500", "--optimizer", "adam", "--lr", "1e-3", "--schedule", "cosine", "--augment-shift", "1",
     "--output", "softmax", "--loss", "ce", "--reduction", "mean", "--batch-size", "25", "--threads", "1",
     "--no-early-stop", "--quiet", "--json",
@@ -423,7 +425,8 @@ def test_kills_and_signals_at_random_moments_then_resume_equals_uninterrupted(tm
         else:
             assert proc.returncode == -signal.SIGKILL
         seen.append((step, len(read_metrics(run)), saved))
-    assert seen[-1][1] < 12, f"every interruption should land before the run ends: {seen}"
+    epochs = int(KILL_ARGS[KILL_ARGS.index("--epochs") + 1])
+    assert seen[-1][1] < epochs, f"every interruption should land before the run ends: {seen}"
     res = subprocess.run(_cli(run, "--resume"), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     _assert_same_as_reference(run, reference, json.loads(res.stdout))
