@@ -21,6 +21,7 @@ import os
 import tempfile
 import time
 
+from bioplausible.errors import UserError
 from bioplausible.experiments import Store, load_spec, sweep
 
 
@@ -31,21 +32,44 @@ def one(spec_name: str, workers: int, threads: int | None = 1, **fixed) -> dict:
         t0 = time.perf_counter()
         res = sweep(spec, store, workers=workers, progress=False)
         wall = time.perf_counter() - t0
-    return {"spec": spec_name, **fixed, "workers": workers, "threads_per_run": threads or "auto", "runs": res["ran"], "failed": res["failed"],
-            "wall_seconds": round(wall, 2), "runs_per_second": round(res["ran"] / wall, 4),
+    return {"spec": spec_name, **fixed, "workers": workers, "threads_per_run": threads or "auto",
+            "runs": res["ran"], "failed": res["failed"], "wall_seconds": round(wall, 2), "runs_per_second": round(res["ran"] / wall, 4),
             "loadavg_1min_before": load0, "loadavg_1min_after": os.getloadavg()[0]}
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}; accepted: a positive integer")
+    return v
+
+
+def _threads(text: str) -> int | None:
+    if text == "auto":
+        return None
+    try:
+        return _positive(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}; accepted: a positive integer or 'auto'") from None
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--spec", default="quick")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--threads", default="1", help="torch threads per run (default 1) or 'auto'")
-    ap.add_argument("--train-subset", type=int, default=None,
+    ap.add_argument("--workers", type=_positive, default=2)
+    ap.add_argument("--repeat", type=_positive, default=1)
+    ap.add_argument("--threads", type=_threads, default=1, help="torch threads per run (default 1) or 'auto'")
+    ap.add_argument("--train-subset", type=_positive, default=None,
                     help="override the spec's training examples per run (longer runs: less start-up share)")
     a = ap.parse_args()
-    threads = None if a.threads == "auto" else int(a.threads)
+    try:
+        load_spec(a.spec)
+    except UserError as exc:
+        ap.error(str(exc))
+    threads = a.threads
     fixed = {"train_subset": a.train_subset} if a.train_subset else {}
     rates = {1: [], a.workers: []}
     for _ in range(a.repeat):
@@ -54,7 +78,7 @@ def main() -> None:
             rates[w].append(r["runs_per_second"])
             print(json.dumps(r), flush=True)
     best = {w: max(v) for w, v in rates.items()}
-    print(json.dumps({"speedup": round(best[a.workers] / best[1], 3), "workers": a.workers, "threads_per_run": a.threads,
+    print(json.dumps({"speedup": round(best[a.workers] / best[1], 3), "workers": a.workers, "threads_per_run": threads or "auto",
                       "cpu_count": os.cpu_count()}))
 
 

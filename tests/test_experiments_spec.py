@@ -49,6 +49,18 @@ def test_paper_error_site_spec_is_table_2_with_noise_on_the_output_error():
     assert all(r.config.noise_site == "error" and r.config.preset == "paper" for r in spec.runs)
 
 
+def test_importing_the_library_does_not_load_dp_accounting():
+    """dp-accounting pulls in SciPy (~1 s): every sweep worker and CLI call would pay it; it loads on
+    first use (a private run) instead."""
+    import subprocess
+    import sys
+
+    code = ("import sys, bioplausible.training, bioplausible.experiments.runner, bioplausible.cli; "
+            "print('dp_accounting' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
 def test_noise_site_does_not_split_clean_runs():
     from bioplausible.config import resolve
 

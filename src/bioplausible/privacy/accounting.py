@@ -23,6 +23,8 @@ import importlib
 import logging
 import math
 
+from ..errors import UserError
+
 
 class _Lazy:
     """A module imported on first attribute access: ``dp_accounting`` pulls in SciPy (~1 s), which
@@ -41,8 +43,6 @@ dp_accounting = _Lazy("dp_accounting")
 dp_event = _Lazy("dp_accounting.dp_event")
 pld_privacy_accountant = _Lazy("dp_accounting.pld.pld_privacy_accountant")
 rdp_privacy_accountant = _Lazy("dp_accounting.rdp.rdp_privacy_accountant")
-
-from ..errors import UserError
 
 ACCOUNTANTS = ("pld", "rdp")
 MAX_SIGMA = 1e4
