@@ -244,6 +244,8 @@ def test_lookup_order(tmp_path, monkeypatch):
         assert (ds.x_train[0, :3] * 255).round().to(torch.int64).tolist() == first_label[origin]
         if origin != "data_dir":  # remove this place: the next one in the order is used
             for f in places[origin].iterdir():
+                if f.is_dir():  # the cache's decoded/ arrays: not an official file, not a place
+                    continue
                 f.unlink()
 
 
@@ -448,6 +450,13 @@ def test_cifar10_synthetic_exact_values_and_cache(cifar10_dir, tmp_path):
     assert extracted.parent == tmp_path / "cache" / "cifar-10" / "extracted"
     assert sorted(p.name for p in extracted.iterdir()) == sorted(spec.train_members + spec.test_members)
     assert ds.source["verified"] is True
+    # the decoded arrays are cached beside the extraction; a second load reads them back
+    decoded = Path(ds.source["decoded_cache"])
+    assert decoded.parent == tmp_path / "cache" / "cifar-10" / "decoded"
+    again = load_dataset("cifar10", data_dir=tmp_path / "data")
+    assert again.source["decoded_cache"] == str(decoded) and again.source["verified"] is True
+    assert torch.equal(again.x_train, ds.x_train) and torch.equal(again.y_test, ds.y_test)
+    decoded.unlink()  # so that the next load reads the extraction again
     # a tampered extraction in the cache is detected and re-extracted from the archive
     raw = bytearray((extracted / "data_batch_3.bin").read_bytes())
     raw[10] ^= 0xFF
@@ -777,3 +786,47 @@ def test_real_cifar10(tmp_path):
     means = xtr.reshape(50000, 3, 1024).mean(axis=(0, 2), dtype=np.float64)
     assert np.round(means, 2).tolist() == [125.31, 122.95, 113.87]
     assert np.bincount(yte).tolist() == [1000] * 10
+
+
+def test_decoded_cache_is_keyed_by_the_source_bytes_and_never_trusted_when_damaged(mnist_dir, tmp_path, monkeypatch):
+    """The decoded-array cache: a second load is served from it with the same arrays and report; a source
+    file whose bytes change is decoded and checked afresh (a failing checksum fails, cache or not); a
+    damaged cache entry is ignored and rewritten."""
+    d, _, contents = mnist_dir
+    first = load_dataset("mnist", data_dir=tmp_path / "data")
+    entry = Path(first.source["decoded_cache"])
+    assert entry.parent == tmp_path / "cache" / "mnist" / "decoded" and entry.is_file()
+    calls = []
+    real_gunzip = store.readers.gunzip
+    monkeypatch.setattr(store.readers, "gunzip", lambda *a, **k: calls.append(a) or real_gunzip(*a, **k))
+    second = load_dataset("mnist", data_dir=tmp_path / "data")
+    assert not calls  # nothing decompressed: read back from the cache
+    for k in ("x_train", "y_train", "x_test", "y_test"):
+        assert torch.equal(getattr(second, k), getattr(first, k))
+    assert second.source["md5"] == first.source["md5"] and second.source["verified"] is True
+    # a damaged entry is rebuilt, not trusted
+    raw = bytearray(entry.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    entry.write_bytes(bytes(raw))
+    third = load_dataset("mnist", data_dir=tmp_path / "data")
+    assert calls and torch.equal(third.x_train, first.x_train)
+    assert entry.read_bytes() != bytes(raw)  # rewritten
+    # one source byte changed: another key, so the content checksum runs again, and fails
+    bad = bytearray(contents["train-images-idx3-ubyte"])
+    bad[-1] ^= 0x01
+    write_mnist(d, {**contents, "train-images-idx3-ubyte": bytes(bad)})
+    with pytest.raises(DataError, match="checksum mismatch for train-images-idx3-ubyte"):
+        load_dataset("mnist", data_dir=tmp_path / "data")
+
+
+def test_rows_hint_gives_the_same_values_as_slicing(mnist_dir, tmp_path):
+    full = load_dataset("mnist", data_dir=tmp_path / "data")
+    part = load_dataset("mnist", data_dir=tmp_path / "data", rows=(3, 2))
+    assert torch.equal(part.x_train, full.x_train[:3]) and torch.equal(part.y_train, full.y_train[:3])
+    assert torch.equal(part.x_test, full.x_test[:2]) and torch.equal(part.y_test, full.y_test[:2])
+    assert part.source["rows"] == {"train": 3, "test": 2}
+    # a validation split or standardization needs every training row: the hint then changes nothing
+    for kw in ({"validation": 2}, {"standardize": True}):
+        a = load_dataset("mnist", data_dir=tmp_path / "data", rows=(3, 2), **kw)
+        b = load_dataset("mnist", data_dir=tmp_path / "data", **kw)
+        assert torch.equal(a.x_train, b.x_train) and torch.equal(a.x_test, b.x_test) and "rows" not in a.source

@@ -173,3 +173,29 @@ def test_sigkill_mid_sweep_then_restart_gives_the_same_numbers(tmp_path):
     # the epochs finished before the kill were kept, not retrained
     lines = (killed / "runs" / run.hash / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[done_before - 1])["epoch"] == done_before
+
+
+def test_workers_use_the_drivers_environment_and_directory_of_the_moment(tmp_path, monkeypatch):
+    """Local workers are forked from a fork server started earlier, with the environment and working
+    directory of that moment; each run still sees the driver's own at submission (as a spawned worker
+    would): a dataset path removed from the environment after the server started is not used, and a
+    relative store path is the driver's current one."""
+    from bioplausible.experiments.runner import start_worker_server
+
+    start_worker_server(wait=True)  # the server keeps the environment with a working BIOPLAUSIBLE_DATA
+    spec_path = tmp_path / "one.toml"
+    spec_path.write_text(TINY.split("[[grid]]")[0] + '[[grid]]\ndataset = "mnist"\nrule = "bp"\n')
+    monkeypatch.setenv("BIOPLAUSIBLE_DATA", str(tmp_path / "nowhere"))
+    monkeypatch.setattr("bioplausible.data.store.SYSTEM_DIRS", ())  # (workers are forked: no effect there)
+    monkeypatch.setenv("BIOPLAUSIBLE_CACHE", str(tmp_path / "empty-cache"))
+    with Store(tmp_path / "s1") as store:
+        res = sweep(load_spec(spec_path), store, workers=1, progress=False)
+        (run,) = store.runs()
+    assert res["failed"] == 1 and "dataset not available" in run["error"]
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    with Store("relative-store") as store:
+        res = sweep(load_spec(spec_path), store, workers=1, progress=False)
+        (run,) = store.runs()
+    assert res["failed"] == 0 and run["status"] == "completed"
+    assert (tmp_path / "relative-store" / "runs" / run["hash"] / "summary.json").is_file()

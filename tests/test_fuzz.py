@@ -171,7 +171,7 @@ def test_garbage_spec_bytes_exit_2_with_one_line(data):
 
 
 # ------------------------------------------------------------------------------------- train options
-def synthetic_for(cfg) -> Dataset:
+def synthetic_for(cfg, **kw) -> Dataset:
     """128 + 32 examples of a learnable 10-class problem with the dataset's input shape."""
     spec = DATASETS[cfg.dataset]
     g = torch.Generator().manual_seed(0)

@@ -322,7 +322,7 @@ def test_nan_mid_run_ends_diverged_keeps_last_good_checkpoint_and_stops_the_epoc
 
 
 def test_huge_learning_rate_diverges_in_epoch_1_and_the_cli_says_so(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("bioplausible.training.load_data", lambda cfg: synthetic())
+    monkeypatch.setattr("bioplausible.training.load_data", lambda cfg, **kw: synthetic())
     out = tmp_path / "r"
     code = main(["train", "--hidden-sizes", "32", "--hidden", "relu", "--output", "linear", "--lr", "100",
                  "--batch-size", "32", "--epochs", "3", "--threads", "1", "--quiet", "--json", "--out", str(out)])
@@ -437,7 +437,7 @@ def test_disk_full_mid_run_keeps_previous_files_and_says_so_in_one_line(tmp_path
     """os.replace fails with ENOSPC while epoch 2 is saved: the previous metrics and checkpoint are
     byte-identical, no temporary file is left, the CLI prints one line (exit 2); after space is freed,
     --resume ends exactly like an uninterrupted run."""
-    monkeypatch.setattr("bioplausible.training.load_data", lambda cfg: synthetic())
+    monkeypatch.setattr("bioplausible.training.load_data", lambda cfg, **kw: synthetic())
     argv = ["train", "--hidden-sizes", "32", "--output", "softmax", "--loss", "ce", "--reduction", "mean",
             "--optimizer", "adam", "--lr", "0.01", "--batch-size", "32", "--epochs", "3", "--threads", "1",
             "--no-early-stop", "--quiet", "--json"]
@@ -470,7 +470,7 @@ def test_disk_full_mid_run_keeps_previous_files_and_says_so_in_one_line(tmp_path
 
 
 def test_full_or_unwritable_out_is_detected_before_training(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("bioplausible.training.load_data", lambda cfg: synthetic())
+    monkeypatch.setattr("bioplausible.training.load_data", lambda cfg, **kw: synthetic())
     argv = ["train", "--hidden-sizes", "32", "--batch-size", "32", "--epochs", "1", "--threads", "1", "--quiet"]
     real = shutil.disk_usage
     monkeypatch.setattr("bioplausible.training.shutil.disk_usage", lambda p: real(p)._replace(free=4096))
@@ -497,7 +497,7 @@ def test_full_or_unwritable_out_is_detected_before_training(tmp_path, monkeypatc
     ],
 )
 def test_misused_privacy_is_labelled_epsilon_inf_everywhere(tmp_path, monkeypatch, capsys, opts, reason):
-    monkeypatch.setattr("bioplausible.training.load_data", lambda cfg: synthetic())
+    monkeypatch.setattr("bioplausible.training.load_data", lambda cfg, **kw: synthetic())
     out = tmp_path / "r"
     base = ["train", "--hidden-sizes", "32", "--batch-size", "32", "--epochs", "2", "--threads", "1", "--quiet",
             "--out", str(out), *opts]
@@ -518,7 +518,7 @@ def test_poisson_sampling_without_noise_is_not_reported_as_epsilon_zero(tmp_path
 
 
 def test_unreachable_target_epsilon_says_so_instead_of_training(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("bioplausible.training.load_data", lambda cfg: synthetic())
+    monkeypatch.setattr("bioplausible.training.load_data", lambda cfg, **kw: synthetic())
     err = one_line_error(capsys, ["train", "--hidden-sizes", "32", "--batch-size", "32", "--epochs", "100",
                                   "--target-epsilon", "1e-6", "--delta", "1e-10", "--quiet", "--out",
                                   str(tmp_path / "r")])

@@ -86,11 +86,14 @@ def schedule_factor(cfg: TrainConfig, epoch: int) -> float:
     return 1.0
 
 
-def load_data(cfg: TrainConfig):
+def load_data(cfg: TrainConfig, used_rows_only: bool = False):
+    """The run's dataset; ``used_rows_only``: just the rows training reads (its ``train_subset`` and
+    ``test_subset``; see ``load_dataset(rows=...)``), not the examples past them that audits use."""
     from .data import load_dataset
 
     ds = load_dataset(
-        cfg.dataset, data_dir=cfg.data_dir, standardize=cfg.standardize, validation=cfg.validation, seed=cfg.seed
+        cfg.dataset, data_dir=cfg.data_dir, standardize=cfg.standardize, validation=cfg.validation, seed=cfg.seed,
+        rows=(cfg.train_subset, cfg.test_subset) if used_rows_only else None,
     )
     return ds
 
@@ -208,7 +211,7 @@ def _train(cfg: TrainConfig, out, resume: bool, data, progress) -> dict:
             if summary.get("status") in FINAL_STATUSES:
                 return summary
     torch.manual_seed(cfg.seed)
-    ds = data if data is not None else load_data(cfg)
+    ds = data if data is not None else load_data(cfg, used_rows_only=True)
     x_train, y_train, x_test, y_test = ds.x_train, ds.y_train, ds.x_test, ds.y_test
     if cfg.train_subset:
         x_train, y_train = x_train[: cfg.train_subset], y_train[: cfg.train_subset]

@@ -27,6 +27,13 @@ ranges are checked and ``verified`` is ``None``. A file that fails is never used
 in the cache is deleted so the next call downloads it afresh. Files outside the cache are never
 modified: CIFAR archives are extracted (member by member, after rejecting absolute paths, ``..``,
 links and devices) into ``<cache>/<folder>/extracted/<archive md5>/`` and reused from there.
+
+Decoded cache: after a load has verified and parsed the files, the uint8 arrays and the verification
+report are written (atomically) to ``<cache>/<folder>/decoded/<key>.npz``, the key being a hash of the
+dataset name and the MD5s of the source files' bytes (recomputed on every load, ~25 ms for MNIST). A
+later load of byte-identical files reads them back instead of decompressing, checksumming and parsing
+again; a changed file has another key and is verified afresh; an unreadable entry (the zip CRC catches
+damage) is ignored and rewritten; an unwritable cache only costs the next load its decoding time.
 """
 
 from __future__ import annotations

@@ -70,6 +70,7 @@ def load_dataset(
     validation: int | float = 0,
     seed: int = 0,
     download: bool = True,
+    rows: tuple[int | None, int | None] | None = None,
 ) -> Dataset:
     """Load a dataset from its official files, verified (see the package docstring for lookup).
 
@@ -77,6 +78,11 @@ def load_dataset(
     seeded with ``seed`` and removed from the training set (both parts keep the file order).
     ``standardize``: per-channel (x - mean) / std with the mean and std of the (remaining) training
     set, applied to every split; otherwise pixels are scaled to [0, 1].
+    ``rows=(n_train, n_test)``: only the first ``n_train`` training and ``n_test`` test examples are
+    wanted (``None``: all), as with a run's ``train_subset``/``test_subset``; only those rows are then
+    converted to float32 (the same values as slicing the full tensors: the conversion is elementwise),
+    which saves a small run ~0.3 s and ~220 MB (MNIST). Without effect when a validation split or
+    standardization needs the whole training set.
     """
     spec = get_spec(name)
     if not isinstance(standardize, (bool, np.bool_)):
@@ -86,6 +92,11 @@ def load_dataset(
     xtr, ytr, xte, yte, report = load_raw(name, data_dir, download)
     k = _validation_count(validation, len(ytr))
 
+    if rows is not None and not k and not standardize:
+        n_train, n_test = rows
+        xtr, ytr = (xtr, ytr) if n_train is None else (xtr[: int(n_train)], ytr[: int(n_train)])
+        xte, yte = (xte, yte) if n_test is None else (xte[: int(n_test)], yte[: int(n_test)])
+        report["rows"] = {"train": len(ytr), "test": len(yte)}
     x_train = torch.from_numpy(xtr.astype(np.float32)).div_(255.0)
     x_test = torch.from_numpy(xte.astype(np.float32)).div_(255.0)
     y_train = torch.from_numpy(ytr)

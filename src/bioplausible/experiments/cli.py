@@ -130,7 +130,10 @@ def _sigterm_as_interrupt():
 
 
 def cmd_sweep(args) -> int:
-    from .runner import select, sweep
+    from .runner import select, start_worker_server, sweep
+
+    if args.backend == "local" and not args.dry_run:
+        start_worker_server()  # its imports overlap reading the spec and the store
     from .spec import load_spec
     from .store import FINAL, Store
 

@@ -10,8 +10,9 @@
 4. records each result in the store: the summary and per-epoch metrics, or the error of a run that
    raised or diverged; the sweep always goes on with the others.
 
-Backends: ``local`` is a ``ProcessPoolExecutor`` with ``spawn`` workers, each using
-``max(1, cores // workers)`` torch threads; ``ray`` submits each run as a Ray task that declares
+Backends: ``local`` is a ``ProcessPoolExecutor`` whose workers are forked from a *fork server* (a clean
+process that has imported torch and the library once and never runs anything; see
+:func:`start_worker_server`), each using ``max(1, cores // workers)`` torch threads; ``ray`` submits each run as a Ray task that declares
 ``num_cpus`` (the same thread count) and ``num_gpus`` (1 for ``device = "cuda"`` runs, else 0), on an
 existing cluster (``ray_address``) or a local Ray instance; results come back to the driver, which alone
 writes the store.
@@ -59,11 +60,12 @@ _DATA_CACHE: dict = {}
 def _dataset(cfg):
     from ..data import load_dataset
 
-    key = (cfg.dataset, cfg.data_dir, cfg.standardize, cfg.validation, cfg.seed if cfg.validation else 0)
+    rows = (cfg.train_subset, cfg.test_subset)
+    key = (cfg.dataset, cfg.data_dir, cfg.standardize, cfg.validation, cfg.seed if cfg.validation else 0, rows)
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()  # keep one dataset per worker: CIFAR-10 is ~0.6 GB as float32
         _DATA_CACHE[key] = load_dataset(cfg.dataset, data_dir=cfg.data_dir, standardize=cfg.standardize,
-                                        validation=cfg.validation, seed=cfg.seed, download=False)
+                                        validation=cfg.validation, seed=cfg.seed, download=False, rows=rows)
     return _DATA_CACHE[key]
 
 
@@ -99,7 +101,23 @@ class _Failed(Exception):
     pass
 
 
-def _init_worker(threads: int, parent: int) -> None:
+def _execute_local(task: dict, env: dict, cwd: str) -> dict:
+    """``execute`` in a local worker, with the driver's environment and working directory of the moment
+    the run was submitted (a forked worker inherits the fork server's, which started earlier)."""
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if env != os.environ:
+        os.environ.clear()
+        os.environ.update(env)
+        if threads is not None:
+            os.environ["OMP_NUM_THREADS"] = threads
+    try:
+        os.chdir(cwd)
+    except OSError:
+        pass  # relative paths were resolved by the driver; the run still has absolute ones
+    return execute(task)
+
+
+def _init_worker(threads: int, driver: int) -> None:
     import signal
 
     import torch
@@ -109,30 +127,71 @@ def _init_worker(threads: int, parent: int) -> None:
     # Ctrl-C reaches the whole process group: an idle worker ignores it; a training one checkpoints its
     # epoch and returns "interrupted" (training installs its own handler while it runs)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()  # the fork server
 
     def watch():  # a worker whose driver died (SIGKILL) stops too, instead of training on unseen
         while True:
             time.sleep(1.0)
-            if os.getppid() != parent:
+            if os.getppid() != parent or not _alive(driver):
                 os._exit(1)
 
     threading.Thread(target=watch, daemon=True).start()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 # ---------------------------------------------------------------------------------------- backends
+# what the fork server imports once, so that a worker starts in milliseconds instead of importing torch
+# (~1.1 s) and torch._dynamo (~1.3 s, pulled in by the first ``torch.optim`` optimizer) itself
+PRELOAD = ("torch", "torch._dynamo", "bioplausible.data", "bioplausible.training", "bioplausible.experiments.runner")
+
+
+def _noop() -> None:
+    pass
+
+
+def start_worker_server(wait: bool = False) -> None:
+    """Start the local backend's fork server now, in the background (idempotent; one per driver process).
+
+    Workers of the local backend are forked from it: it has imported torch and the library once and
+    never runs a torch operation, so each fork is a clean, single-threaded copy (unlike forking the
+    driver, whose OpenMP pool may be live). ``bioplausible sweep`` calls this first thing, so the
+    server's imports overlap the driver's own start-up; ``sweep()`` calls it too. ``wait=True`` returns
+    only once the server has finished its imports (benchmarks use it to time sweeps, not the server).
+    """
+    from multiprocessing import forkserver
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(list(PRELOAD))
+    forkserver.ensure_running()
+    if wait:  # block until it has imported everything: fork one no-op process from it
+        p = ctx.Process(target=_noop)
+        p.start()
+        p.join()
+
+
 class LocalBackend:
     def __init__(self, workers: int, threads: int):
         self.workers, self.threads = workers, threads
+        start_worker_server()
         self._start()
 
     def _start(self):
         self.pool = cf.ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+            max_workers=self.workers, mp_context=multiprocessing.get_context("forkserver"),
             initializer=_init_worker, initargs=(self.threads, os.getpid()),
         )
 
     def submit(self, task):
-        return self.pool.submit(execute, task)
+        return self.pool.submit(_execute_local, task, dict(os.environ), os.getcwd())
 
     def wait(self, handles, timeout):
         done, _ = cf.wait(list(handles), timeout=timeout, return_when=cf.FIRST_COMPLETED)
@@ -339,7 +398,8 @@ def sweep(spec, store: Store, backend: str = "local", workers: int | None = None
                     result["busy_elsewhere"] += 1
                     prog.note(f"skip  {_describe(run)}: finished or running in another sweep")
                     continue
-                task = {"hash": run.hash, "config": run.config.to_dict(), "run_dir": str(store.run_dir(run.hash)),
+                task = {"hash": run.hash, "config": run.config.to_dict(),
+                        "run_dir": os.path.abspath(store.run_dir(run.hash)),
                         "threads": threads}
                 in_flight[be.submit(task)] = (run, time.time())
             if not in_flight:
