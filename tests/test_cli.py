@@ -69,3 +69,12 @@ def test_compare_prints_a_table(tmp_path):
     lines = [l for l in p.stdout.splitlines() if l.startswith("| ")]
     assert lines[0].startswith("| rule | network | test error")
     assert [l.split("|")[1].strip() for l in lines[1:]] == ["bp", "dfa"]
+
+
+def test_output_into_a_closed_pipe_is_not_a_traceback(tmp_path):
+    """`bioplausible sweep SPEC --dry-run | head`: a reader that leaves early (here `true`, which never
+    reads, and is gone long before Python has imported torch) gets no BrokenPipeError trace."""
+    cmd = f"{sys.executable} -m bioplausible sweep quick --dry-run --store {tmp_path / 's'} | true"
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr

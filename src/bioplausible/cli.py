@@ -273,6 +273,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("bioplausible: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `bioplausible runs | head`: the reader left; not an error of ours
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's final flush does not fail too
+        return 0
 
 
 if __name__ == "__main__":
