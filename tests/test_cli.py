@@ -78,3 +78,18 @@ def test_output_into_a_closed_pipe_is_not_a_traceback(tmp_path):
     proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+
+
+def test_boolean_options_override_the_preset_both_ways():
+    """--no-standardize / --no-augment-flip turn off what the tuned preset turns on for CIFAR (a DP run
+    must not standardise with the private training set's statistics), and the plain flags turn them on."""
+    from bioplausible.cli import build_parser, config_from_args
+
+    p = build_parser()
+    base = ["train", "--preset", "tuned", "--dataset", "cifar10", "--rule", "bp"]
+    c = config_from_args(p.parse_args(base))
+    assert c.standardize is True and c.augment_flip is True
+    c = config_from_args(p.parse_args([*base, "--no-standardize", "--no-augment-flip", "--no-per-layer-clipping"]))
+    assert c.standardize is False and c.augment_flip is False and c.per_layer_clipping is False
+    c = config_from_args(p.parse_args(["train", "--dataset", "mnist", "--rule", "dfa", "--standardize", "--shared-feedback"]))
+    assert c.standardize is True and c.rule_options["shared_feedback"] is True
