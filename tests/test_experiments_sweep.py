@@ -199,3 +199,19 @@ def test_workers_use_the_drivers_environment_and_directory_of_the_moment(tmp_pat
         (run,) = store.runs()
     assert res["failed"] == 0 and run["status"] == "completed"
     assert (tmp_path / "relative-store" / "runs" / run["hash"] / "summary.json").is_file()
+
+
+def test_spawned_workers_where_there_is_no_fork_server(tmp_path, monkeypatch):
+    """On a platform without ``forkserver`` (Windows) the local backend spawns its workers instead."""
+    import multiprocessing
+
+    from bioplausible.experiments import runner
+
+    monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+    assert runner._context().get_start_method() == "spawn"
+    spec_path = tmp_path / "one.toml"
+    spec_path.write_text(TINY.split("[[grid]]")[0] + '[[grid]]\ndataset = "mnist"\nrule = "dfa"\n')
+    with Store(tmp_path / "s") as store:
+        res = sweep(load_spec(spec_path), store, workers=1, progress=False)
+        (run,) = store.runs()
+    assert res["failed"] == 0 and run["status"] == "completed"

@@ -139,6 +139,8 @@ def _init_worker(threads: int, driver: int) -> None:
 
 
 def _alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would terminate it there; the parent check above suffices
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -169,13 +171,22 @@ def start_worker_server(wait: bool = False) -> None:
     """
     from multiprocessing import forkserver
 
-    ctx = multiprocessing.get_context("forkserver")
+    ctx = _context()
+    if ctx.get_start_method() != "forkserver":
+        return  # no fork server on this platform: workers are spawned
     ctx.set_forkserver_preload(list(PRELOAD))
     forkserver.ensure_running()
     if wait:  # block until it has imported everything: fork one no-op process from it
         p = ctx.Process(target=_noop)
         p.start()
         p.join()
+
+
+def _context():
+    """``forkserver`` where the platform has it (Linux, macOS), else ``spawn`` (Windows)."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("forkserver")
+    return multiprocessing.get_context("spawn")
 
 
 class LocalBackend:
@@ -186,7 +197,7 @@ class LocalBackend:
 
     def _start(self):
         self.pool = cf.ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=multiprocessing.get_context("forkserver"),
+            max_workers=self.workers, mp_context=_context(),
             initializer=_init_worker, initargs=(self.threads, os.getpid()),
         )
 
