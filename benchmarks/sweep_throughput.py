@@ -11,8 +11,8 @@ sweep's own choice (CPU cores / workers: one worker then runs each epoch on ever
 worker has little left to add on a small machine).
 Worker start-up (a fork from the local backend's fork server) and dataset loading are part of the
 measured wall time, as in real use. The fork server itself (one per driver process: it imports torch and
-the library once, ~2.5 s) is started before the first timed sweep, as ``bioplausible sweep`` starts it
-first thing so that its imports overlap the driver's own start-up; ``--cli`` instead times whole
+the library once, ~2 s) is started before the first timed sweep: a long-lived driver (a notebook, a
+script running several sweeps) pays it once; ``--cli`` instead times whole
 ``bioplausible sweep SPEC --workers N`` commands in fresh processes (the driver's imports, the fork
 server and everything else included; threads per run: the sweep's own choice). The machine's load
 average is printed too: on a shared machine other processes take cores and shrink the speed-up.

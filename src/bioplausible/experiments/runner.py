@@ -165,8 +165,8 @@ def start_worker_server(wait: bool = False) -> None:
 
     Workers of the local backend are forked from it: it has imported torch and the library once and
     never runs a torch operation, so each fork is a clean, single-threaded copy (unlike forking the
-    driver, whose OpenMP pool may be live). ``bioplausible sweep`` calls this first thing, so the
-    server's imports overlap the driver's own start-up; ``sweep()`` calls it too. ``wait=True`` returns
+    driver, whose OpenMP pool may be live). ``bioplausible sweep`` calls this before it reads the spec
+    and the store, so the server's imports overlap that work; ``sweep()`` calls it too. ``wait=True`` returns
     only once the server has finished its imports (benchmarks use it to time sweeps, not the server).
     """
     from multiprocessing import forkserver
