@@ -26,3 +26,5 @@ run b1000    --rule bp --lr 0.7 --batch-size 1000 --epochs 15
 # BP and DFA; test error reported
 run final-bp  --rule bp  --lr 1.0 --batch-size 2000 --epochs 15 --validation 0
 run final-dfa --rule dfa --lr 1.0 --batch-size 2000 --epochs 15 --validation 0
+# the same BP run with another seed (model init, feedback, sampling and noise all change)
+run final-bp-seed1 --rule bp --lr 1.0 --batch-size 2000 --epochs 15 --validation 0 --seed 1
