@@ -145,3 +145,24 @@ def test_bad_specs_are_rejected_up_front_naming_file_key_and_reason(tmp_path, te
     import re
 
     assert re.search(pattern, msg), msg
+
+
+def test_schedule_groups_datasets_and_puts_the_costliest_runs_first(tmp_path):
+    """Runs go to workers grouped by dataset (one load per worker and dataset), the group holding the
+    costliest run first, costliest first within a group (longest-processing-time order: the sweep ends
+    on short runs): here CIFAR-10 (3072 inputs) before MNIST, DTP and noisy runs before plain ones."""
+    from bioplausible.experiments.runner import _cost, _schedule
+
+    p = tmp_path / "s.toml"
+    p.write_text('name = "s"\n[base]\nepochs = 2\nhidden_sizes = [16]\n[[grid]]\n'
+                 'dataset = ["mnist", "cifar10"]\nrule = ["bp", "dtp"]\nupdate_noise = [0.0, 0.1]\n')
+    runs = load_spec(p).runs
+    order = _schedule(runs)
+    assert sorted(r.hash for r in order) == sorted(r.hash for r in runs)
+    datasets = [r.config.dataset for r in order]
+    assert datasets == ["cifar10"] * 4 + ["mnist"] * 4
+    for group in (order[:4], order[4:]):
+        costs = [_cost(r) for r in group]
+        assert costs == sorted(costs, reverse=True)
+        assert (group[0].config.rule, group[0].config.update_noise) == ("dtp", 0.1)
+        assert (group[-1].config.rule, group[-1].config.update_noise) == ("bp", 0.0)
