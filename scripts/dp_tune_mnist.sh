@@ -25,3 +25,8 @@ run wd1e3    --rule bp --lr 1.0 --batch-size 2000 --epochs 40 --weight-decay 1e-
 run b1000    --rule bp --lr 0.7 --batch-size 1000 --epochs 30
 run lr14     --rule bp --lr 1.4 --batch-size 2000 --epochs 40
 run adam     --rule bp --optimizer adam --lr 0.002 --batch-size 2000 --epochs 40
+# third round (Dec 5): smaller clipping bounds with the learning rate scaled up by the same factor
+# (the same step when every example is clipped; smaller C clips more of them)
+run c05      --rule bp --lr 2.0 --batch-size 2000 --epochs 40 --clip-norm 0.5
+run c02      --rule bp --lr 5.0 --batch-size 2000 --epochs 40 --clip-norm 0.2
+run c2       --rule bp --lr 0.5 --batch-size 2000 --epochs 40 --clip-norm 2
