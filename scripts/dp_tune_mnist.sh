@@ -7,15 +7,7 @@ set -u
 OUT=${1:-runs/dptune}
 mkdir -p "$OUT"
 B="--preset tuned --dataset mnist --augment-shift 0 --optimizer sgd+momentum --schedule cosine --clip-norm 1 --target-epsilon 3 --delta 1e-5 --validation 10000 --threads 1 --json"
-run() {
-  name=$1; shift
-  if [ -f "$OUT/$name/summary.json" ] && grep -q '"completed"' "$OUT/$name/summary.json"; then return; fi
-  echo "== $name $(date -u +%T)"
-  if ! bioplausible train $B "$@" --out "$OUT/$name" > "$OUT/$name.json" 2> "$OUT/$name.err"; then
-    echo "$name failed: $(tail -c 300 "$OUT/$name.err")"; return
-  fi
-  python3 -c "import json,sys; s=json.load(open(sys.argv[1])); print(sys.argv[2], 'val', s.get('val_error'), 'test', s.get('test_error'), 'eps', s.get('epsilon'), 'sigma', s.get('noise_multiplier'))" "$OUT/$name.json" "$name"
-}
+source "$(dirname "$0")/dp_run.sh"
 run base     --rule bp --lr 1.0 --batch-size 2000 --epochs 40
 run perlayer --rule bp --lr 1.0 --batch-size 2000 --epochs 40 --per-layer-clipping
 run b4000    --rule bp --lr 2.0 --batch-size 4000 --epochs 80

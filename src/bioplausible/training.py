@@ -86,16 +86,15 @@ def schedule_factor(cfg: TrainConfig, epoch: int) -> float:
     return 1.0
 
 
-def load_data(cfg: TrainConfig, used_rows_only: bool = False):
+def load_data(cfg: TrainConfig, used_rows_only: bool = False, download: bool = True):
     """The run's dataset; ``used_rows_only``: just the rows training reads (its ``train_subset`` and
     ``test_subset``; see ``load_dataset(rows=...)``), not the examples past them that audits use."""
     from .data import load_dataset
 
-    ds = load_dataset(
+    return load_dataset(
         cfg.dataset, data_dir=cfg.data_dir, standardize=cfg.standardize, validation=cfg.validation, seed=cfg.seed,
-        rows=(cfg.train_subset, cfg.test_subset) if used_rows_only else None,
+        download=download, rows=(cfg.train_subset, cfg.test_subset) if used_rows_only else None,
     )
-    return ds
 
 
 class _Stop:

@@ -7,6 +7,7 @@ arrays plus a report saying where each file came from and how it was verified.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -251,9 +252,9 @@ def load_raw(name: str, data_dir=None, download: bool = True):
 # Decompressing, checksumming and parsing the official files costs 0.3 s (MNIST) to ~1 s (CIFAR) per
 # load, paid by every process (every sweep worker, every ``bioplausible train``). After a successful
 # load the uint8 arrays and the verification report are kept in
-# ``<cache>/<folder>/decoded/<hash of the dataset name and its source files' MD5s>.npz``; a later load whose source files
-# have exactly those bytes (their MD5 is recomputed each time: ~25 ms for MNIST) reads them back
-# instead. A file whose bytes changed in any way has another key, so it is verified afresh; a cache
+# ``<cache>/<folder>/decoded/<hash of the dataset name and its source files' MD5s>.npz``; a later load
+# whose source files have exactly those bytes (their MD5 is recomputed each time: ~25 ms for MNIST)
+# reads them back instead. A file whose bytes changed in any way has another key, so it is verified afresh; a cache
 # entry that is unreadable or of the wrong shape is ignored and rewritten. Nothing but this library's
 # own verified output is ever written there.
 _ARRAYS = ("x_train", "y_train", "x_test", "y_test")
@@ -270,15 +271,15 @@ def _read_decoded(spec, file_md5: dict, report: dict):
     path = _decoded_path(spec, file_md5)
     if not path.is_file():
         return None
-    import json
-
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = [z[k] for k in _ARRAYS]
             saved = json.loads(str(z["report"]))
-        ok = (saved.get("file_md5") == file_md5 and saved.get("dataset") == spec.name and arrays[0].dtype == np.uint8 and arrays[2].dtype == np.uint8
-              and arrays[0].shape[1:] == arrays[2].shape[1:] == (int(np.prod(spec.shape)),)
-              and len(arrays[0]) == len(arrays[1]) and len(arrays[2]) == len(arrays[3]))
+        x_train, y_train, x_test, y_test = arrays
+        ok = (saved.get("file_md5") == file_md5 and saved.get("dataset") == spec.name
+              and x_train.dtype == x_test.dtype == np.uint8
+              and x_train.shape[1:] == x_test.shape[1:] == (int(np.prod(spec.shape)),)
+              and len(x_train) == len(y_train) and len(x_test) == len(y_test))
     except Exception:  # noqa: BLE001 - a damaged cache entry is rebuilt, never trusted
         ok = False
     if not ok:
@@ -292,8 +293,6 @@ def _read_decoded(spec, file_md5: dict, report: dict):
 
 
 def _write_decoded(spec, file_md5: dict, arrays, report: dict, content_notes=()) -> None:
-    import json
-
     path = _decoded_path(spec, file_md5)
     saved = {k: v for k, v in report.items() if k not in _PER_LOCATION}
     saved["file_md5"] = file_md5

@@ -58,14 +58,13 @@ _DATA_CACHE: dict = {}
 
 
 def _dataset(cfg):
-    from ..data import load_dataset
+    from ..training import load_data
 
-    rows = (cfg.train_subset, cfg.test_subset)
-    key = (cfg.dataset, cfg.data_dir, cfg.standardize, cfg.validation, cfg.seed if cfg.validation else 0, rows)
+    key = (cfg.dataset, cfg.data_dir, cfg.standardize, cfg.validation, cfg.seed if cfg.validation else 0,
+           cfg.train_subset, cfg.test_subset)
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()  # keep one dataset per worker: CIFAR-10 is ~0.6 GB as float32
-        _DATA_CACHE[key] = load_dataset(cfg.dataset, data_dir=cfg.data_dir, standardize=cfg.standardize,
-                                        validation=cfg.validation, seed=cfg.seed, download=False, rows=rows)
+        _DATA_CACHE[key] = load_data(cfg, used_rows_only=True, download=False)
     return _DATA_CACHE[key]
 
 
