@@ -55,6 +55,13 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _noise_sampler(device) -> str:
+    """The Gaussian sampler DP-SGD runs use here (``auto`` resolved)."""
+    from bioplausible.privacy.noise import make_noise
+
+    return make_noise("auto", 0, device).kind
+
+
 def machine(device: torch.device) -> dict:
     info = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -67,6 +74,7 @@ def machine(device: torch.device) -> dict:
         "blas": "mkl" if torch.backends.mkl.is_available() else "other",
         "device": str(device),
         "loadavg_start": list(os.getloadavg()),
+        "noise_sampler": _noise_sampler(device),
     }
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)

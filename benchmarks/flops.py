@@ -126,20 +126,22 @@ def floor_seconds(shape_counts: dict, rates: dict) -> float:
 
 
 def normal_rate(count: int, device="cpu", dtype=torch.float32, min_seconds: float = 0.02, samples: int = 3,
-                clock=time.perf_counter) -> float:
-    """Gaussians per second that ``Tensor.normal_`` draws into a tensor of ``count`` elements with a
-    seeded ``torch.Generator`` (DP-SGD's noise draw; median of ``samples`` timings)."""
+                clock=time.perf_counter, sampler: str = "auto") -> float:
+    """Gaussians per second that DP-SGD's noise sampler (``bioplausible.privacy.noise``: ``auto``, ``torch``
+    or ``native``) draws into a tensor of ``count`` elements (median of ``samples`` timings)."""
+    from bioplausible.privacy.noise import make_noise
+
     device = torch.device(device)
-    gen = torch.Generator(device=device).manual_seed(0)
+    gen = make_noise(sampler, 0, device)
     buf = torch.empty(int(count), dtype=dtype, device=device)
-    buf.normal_(generator=gen)
+    gen.fill_(buf, 1.0)
     _sync(device)
     times = []
     for _ in range(samples):
         reps = 0
         t0 = clock()
         while True:
-            buf.normal_(generator=gen)
+            gen.fill_(buf, 1.0)
             reps += 1
             _sync(device)
             if clock() - t0 >= min_seconds and reps >= 2:

@@ -166,7 +166,7 @@ def run_suite(args) -> dict:
             floors = {c["name"]: [] for c in cfgs}
             extrapolated = {}
             rate_samples = {s: [] for s in all_shapes}
-            noise_samples = []  # Gaussians per second of torch's normal_ (the DP-SGD noise draw)
+            noise_samples = []  # Gaussians per second of the DP-SGD noise sampler (auto: as training uses it)
             warm = {**opts, "train_subset": min(n, 10 * opts["batch_size"]), "slow_batches": 1}
             for c in cfgs:  # untimed warm-up: first-touch of memory, library caches, lazy imports
                 if c["kind"] == "ours":

@@ -22,3 +22,13 @@ run adam     --rule bp --optimizer adam --lr 0.002 --batch-size 2000 --epochs 40
 run c05      --rule bp --lr 2.0 --batch-size 2000 --epochs 40 --clip-norm 0.5
 run c02      --rule bp --lr 5.0 --batch-size 2000 --epochs 40 --clip-norm 0.2
 run c2       --rule bp --lr 0.5 --batch-size 2000 --epochs 40 --clip-norm 2
+# fourth round (Dec 5): larger Poisson batches at the recipe's learning rate (with mean reduction the
+# gradient is an average, so lr 2.0 at batch 4000 above doubled the step), fewer epochs, more momentum
+run b4000lr1 --rule bp --lr 1.0 --batch-size 4000 --epochs 80
+run b4000e40 --rule bp --lr 1.0 --batch-size 4000 --epochs 40
+run e30      --rule bp --lr 1.0 --batch-size 2000 --epochs 30
+run mom95    --rule bp --lr 0.5 --batch-size 2000 --epochs 40 --momentum 0.95
+# fifth round: batch 4000 at lr 1.0 was the first gain (val 5.68 %); go further along that line
+run b8000lr1 --rule bp --lr 1.0 --batch-size 8000 --epochs 160
+run b4000e120 --rule bp --lr 1.0 --batch-size 4000 --epochs 120
+run b4000xav --rule bp --lr 1.0 --batch-size 4000 --epochs 80 --init xavier

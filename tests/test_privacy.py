@@ -2,6 +2,7 @@
 the DP-SGD and update-noise mechanisms, accounting against reference values, Laplace inputs, API."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from bioplausible.network import MLP
 from bioplausible.privacy import accounting, build, make_private
 from bioplausible.privacy.clipping import clipped_factors, per_example_norms
 from bioplausible.privacy.mechanisms import perturb_inputs
+from bioplausible.privacy.noise import native_available
 from bioplausible.privacy.pipeline import poisson_batches, trained_layers
 from bioplausible.rules import make_rule
 
@@ -259,35 +261,51 @@ def test_partial_mechanisms_are_labelled_non_private():
 
 
 # -- update noise (the paper's) ----------------------------------------------------------------------
-def test_update_noise_sites():
+def _no_native():
+    """Skip where the native sampler cannot build, but never in CI, which installs a C compiler."""
+    from bioplausible.privacy.noise import native_library
+
+    try:
+        native_library()
+    except Exception as e:  # NativeUnavailable: say why
+        if os.environ.get("CI"):
+            pytest.fail(f"the native noise sampler must build in CI: {e}")
+        pytest.skip(f"the native noise sampler does not build here: {e}")
+
+
+@pytest.mark.parametrize("sampler", ["torch", "native"])
+def test_update_noise_sites(sampler):
+    if sampler == "native" and not native_available():
+        _no_native()
     sigma = 0.3
     for site in ("gradient", "error", "signal", "update"):
         net, rule, x, t, _ = _setup("bp", sizes=(6, 5, 4))
-        pipe = build(n=100, batch_size=16, epochs=1, update_noise=sigma, noise_site=site, seed=1)
+        pipe = build(n=100, batch_size=16, epochs=1, update_noise=sigma, noise_site=site, seed=1,
+                     noise_sampler=sampler)
         teaching = rule.teach(x, t)
         W1_0, W2_0 = (layer.weight.detach().clone() for layer in net.layers)
-        gen = torch.Generator().manual_seed(pipe.gen.initial_seed())
+        replay = pipe.noise.clone()  # draws what the pipeline will draw
         pipe.apply(teaching, rule, 16)
         W1, W2 = net.layers[0].weight, net.layers[1].weight
         rec, e = teaching.record, teaching.error
         fp = 1 - rec.h[1] ** 2
         if site == "update":
             # weights (not gradients) moved by σξ; the gradients stay exact, so W ← W − lr·g + σξ
-            xi = torch.randn(W1.shape, generator=gen, dtype=W1.dtype)
+            xi = replay.like(W1, 1.0)
             assert torch.allclose(W1.grad, ((e @ W2_0) * fp).t() @ x)
             assert torch.allclose(W1.detach() - W1_0, sigma * xi)
         elif site == "gradient":
-            xi = torch.randn(W1.shape, generator=gen, dtype=W1.dtype)
+            xi = replay.like(W1, 1.0)
             clean = ((e @ W2) * fp).t() @ x
             assert torch.allclose(W1.grad, clean + sigma * xi)
         elif site == "error":
-            en = e + sigma * torch.randn(e.shape, generator=gen, dtype=e.dtype)
+            en = e + sigma * replay.like(e, 1.0)
             assert torch.allclose(W2.grad, en.t() @ rec.h[1])
             assert torch.allclose(W1.grad, ((en @ W2) * fp).t() @ x)  # the noisy error is what travels back
         else:
             d1 = (e @ W2) * fp
-            n1 = torch.randn(d1.shape, generator=gen, dtype=d1.dtype)
-            n2 = torch.randn(e.shape, generator=gen, dtype=e.dtype)
+            n1 = replay.like(d1, 1.0)
+            n2 = replay.like(e, 1.0)
             assert torch.allclose(W1.grad, (d1 + sigma * n1).t() @ x)
             assert torch.allclose(W2.grad, (e + sigma * n2).t() @ rec.h[1])
 
@@ -348,10 +366,12 @@ def test_releases_outside_the_guarantee_are_named_and_no_mechanism_claims_no_eps
     assert s["private"] is False and "epsilon" not in s and "no privacy mechanism" in s["privacy"]
 
 
-def test_dp_run_interrupted_and_resumed_is_bit_identical(tmp_path, monkeypatch):
+@pytest.mark.parametrize("first,resumed", [("torch", "torch"), ("native", "native"), ("torch", "auto")])
+def test_dp_run_interrupted_and_resumed_is_bit_identical(tmp_path, monkeypatch, first, resumed):
     """Poisson batches, clipping and noise resume exactly: the noise generator, the step counter and the
     batch generator travel through the checkpoint, so a run that dies after epoch 1 and is resumed ends
-    with the same weights, optimizer state, RNG states, metrics and ε as an uninterrupted one."""
+    with the same weights, optimizer state, RNG states, metrics and ε as an uninterrupted one. A run
+    started on one sampler resumes on it, whatever the resuming process would pick (torch, auto)."""
     from types import SimpleNamespace
 
     from bioplausible import training
@@ -363,9 +383,13 @@ def test_dp_run_interrupted_and_resumed_is_bit_identical(tmp_path, monkeypatch):
     y = (x[:, :10].sum(1) > x[:, 10:].sum(1)).long()
     ds = SimpleNamespace(x_train=x, y_train=y, x_test=x[:50], y_test=y[:50], x_val=None, y_val=None, n_classes=2,
                          shape=(1, 4, 5))
-    cfg = resolve(preset="tuned", dataset="mnist", hidden_sizes=[16], epochs=3, batch_size=30, augment_shift=0,
-                  clip_norm=0.5, noise_multiplier=1.3, delta=1e-6, threads=1)
+    if "native" in (first, resumed) and not native_available():
+        _no_native()
+    opts = dict(preset="tuned", dataset="mnist", hidden_sizes=[16], epochs=3, batch_size=30, augment_shift=0,
+                clip_norm=0.5, noise_multiplier=1.3, delta=1e-6, threads=1)
+    cfg = resolve(**opts, noise_sampler=first)
     ref = training.train(cfg, out=tmp_path / "ref", data=ds, progress=False)
+    assert ref["noise_sampler"] == first
     real, calls = training.evaluate, []
 
     def dies_in_epoch_2(*a, **k):
@@ -378,10 +402,12 @@ def test_dp_run_interrupted_and_resumed_is_bit_identical(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         training.train(cfg, out=tmp_path / "run", data=ds, progress=False)
     monkeypatch.setattr(training, "evaluate", real)
-    res = training.train(cfg, out=tmp_path / "run", resume=True, data=ds, progress=False)
-    for k in ("train_loss", "test_error", "steps", "epsilon", "epsilon_rdp"):
+    res = training.train(resolve(**opts, noise_sampler=resumed), out=tmp_path / "run", resume=True, data=ds,
+                         progress=False)
+    for k in ("train_loss", "test_error", "steps", "epsilon", "epsilon_rdp", "noise_sampler"):
         assert res[k] == ref[k], k
     a, _ = read_checkpoint(tmp_path / "run" / "checkpoint.safetensors")
     b, _ = read_checkpoint(tmp_path / "ref" / "checkpoint.safetensors")
-    assert a.keys() == b.keys() and {"rng.pipeline.noise", "rng.pipeline.counters", "rng.batch"} <= a.keys()
+    noise_key = "rng.pipeline.noise" if first == "torch" else "rng.pipeline.noise_native"
+    assert a.keys() == b.keys() and {noise_key, "rng.pipeline.counters", "rng.batch"} <= a.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)

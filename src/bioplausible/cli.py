@@ -57,7 +57,7 @@ def hidden_sizes(text: str) -> list[int]:
 def add_train_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``train`` and ``compare``; each maps onto a TrainConfig field."""
     from .config import (
-        DATASET_NAMES, DEVICES, NOISE_SITES, OPTIMIZERS, PRESETS, SAMPLINGS, SCHEDULES,
+        DATASET_NAMES, DEVICES, NOISE_SAMPLERS, NOISE_SITES, OPTIMIZERS, PRESETS, SAMPLINGS, SCHEDULES,
     )
     from .network import HIDDEN, INITS, LOSSES, OUTPUTS, REDUCTIONS
 
@@ -103,6 +103,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sampling", choices=SAMPLINGS, **_none_default(help="batch sampling"))
     g.add_argument("--input-epsilon", type=str, **_none_default(help="Laplace input perturbation, ε per example"))
     g.add_argument("--input-noise-fresh", action=argparse.BooleanOptionalAction, **_none_default())
+    g.add_argument("--noise-sampler", choices=NOISE_SAMPLERS,
+                   **_none_default(help="Gaussian sampler (default auto: the compiled one on CPU where it builds)"))
     g = p.add_argument_group("execution")
     g.add_argument("--seed", type=str, **_none_default())
     g.add_argument("--device", choices=DEVICES, **_none_default())

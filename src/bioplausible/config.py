@@ -24,6 +24,7 @@ SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 NOISE_SITES = ("gradient", "error", "signal", "update")
 SAMPLINGS = ("poisson", "shuffle")
+NOISE_SAMPLERS = ("auto", "torch", "native")  # see bioplausible.privacy.noise
 PRESETS = ("paper", "tuned")
 FLOAT32_MAX = 3.4e38  # learning rates are applied in float32
 # Official training-set sizes, so options that depend on n (batch_size, validation, delta) are checked
@@ -75,6 +76,7 @@ class TrainConfig:
     sampling: str | None = None  # None: poisson under DP-SGD, shuffle otherwise
     input_epsilon: float | None = None  # Laplace input perturbation, ε per example
     input_noise_fresh: bool = False  # redraw the Laplace input noise every epoch
+    noise_sampler: str = "auto"  # Gaussian sampler: auto (native on CPU where it builds), torch, native
     # execution
     seed: int = 0
     device: str = "auto"
@@ -88,7 +90,8 @@ class TrainConfig:
     def run_hash(self) -> str:
         """Identity of a run: hash of everything that changes its numbers (not where data lives)."""
         d = self.to_dict()
-        for k in ("data_dir", "device", "threads", "eval_batch_size"):
+        # how, not what: the sampler draws the same distribution (like the device does)
+        for k in ("data_dir", "device", "threads", "eval_batch_size", "noise_sampler"):
             d.pop(k)
         if not d.get("update_noise"):
             d["noise_site"] = "gradient"  # where no noise goes changes nothing: clean runs share one hash
@@ -195,6 +198,7 @@ def validate(c: TrainConfig) -> None:  # noqa: C901 - a flat list of checks read
     c.augment_shift = check_range("augment_shift", c.augment_shift, 0, 8, kind=int)
     c.update_noise = check_range("update_noise", c.update_noise, 0, None)
     check_choice("noise_site", c.noise_site, NOISE_SITES)
+    check_choice("noise_sampler", c.noise_sampler, NOISE_SAMPLERS)
     if c.clip_norm is not None:
         c.clip_norm = check_range("clip_norm", c.clip_norm, 0, None, lo_open=True)
     if c.noise_multiplier is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ..errors import UserError
 from . import accounting
+from .noise import check_sampler
 from .pipeline import Plain, Private
 
 
@@ -33,7 +34,7 @@ def make_pipeline(cfg, n_train: int, device):
         noise_multiplier=cfg.noise_multiplier, target_epsilon=cfg.target_epsilon, delta=cfg.delta,
         per_layer_clipping=cfg.per_layer_clipping, update_noise=cfg.update_noise, noise_site=cfg.noise_site,
         input_epsilon=cfg.input_epsilon, input_noise_fresh=cfg.input_noise_fresh, standardize=cfg.standardize,
-        seed=cfg.seed, device=device,
+        seed=cfg.seed, device=device, noise_sampler=cfg.noise_sampler,
     )
     if pipe.private:
         # what the run releases beyond the trained weights that the accountant does not cover
@@ -47,10 +48,12 @@ def make_pipeline(cfg, n_train: int, device):
 
 def build(*, n, batch_size, epochs, sampling=None, clip_norm=None, noise_multiplier=None, target_epsilon=None,
           delta=None, per_layer_clipping=False, update_noise=0.0, noise_site="gradient", input_epsilon=None,
-          input_noise_fresh=False, standardize=False, accountant="pld", seed=0, device="cpu") -> Private:
+          input_noise_fresh=False, standardize=False, accountant="pld", seed=0, device="cpu",
+          noise_sampler="auto") -> Private:
     """Validate a privacy setting for ``n`` training examples and build its :class:`Private` pipeline."""
     if batch_size > n:
         raise UserError(f"batch_size: invalid value {batch_size}; accepted: at most the {n} training examples")
+    check_sampler(noise_sampler)
     if accountant not in accounting.ACCOUNTANTS:
         raise UserError(f"accountant: invalid value {accountant!r}; accepted: {', '.join(accounting.ACCOUNTANTS)}")
     dp_asked = clip_norm is not None or noise_multiplier is not None or target_epsilon is not None
@@ -86,7 +89,7 @@ def build(*, n, batch_size, epochs, sampling=None, clip_norm=None, noise_multipl
         n=n, batch_size=batch_size, sampling=sampling, clip_norm=clip_norm, noise_multiplier=noise_multiplier,
         per_layer_clipping=per_layer_clipping, delta=delta, update_noise=update_noise, noise_site=noise_site,
         input_epsilon=input_epsilon, input_noise_fresh=input_noise_fresh, accountant=accountant, seed=seed,
-        device=device, target_epsilon=target_epsilon, reasons=reasons,
+        device=device, target_epsilon=target_epsilon, reasons=reasons, noise_sampler=noise_sampler,
     )
     if target_epsilon is not None:
         releases = epochs if input_noise_fresh else 1
@@ -111,13 +114,14 @@ def build(*, n, batch_size, epochs, sampling=None, clip_norm=None, noise_multipl
 def make_private(rule, *, n_train: int, batch_size: int, epochs: int = 1, target_epsilon: float | None = None,
                  noise_multiplier: float | None = None, clip_norm: float | None = None, delta: float | None = None,
                  per_layer_clipping: bool = False, sampling: str | None = None, accountant: str = "pld",
-                 seed: int = 0) -> "PrivateRule":
+                 seed: int = 0, noise_sampler: str = "auto") -> "PrivateRule":
     """Make ``rule`` (any of BP, FA, DFA, IFA, DTP, bound to its network) train with DP-SGD.
 
     Returns a :class:`PrivateRule`: ``batches(gen)`` gives one epoch of (Poisson-sampled) index tensors;
     ``step_grads(x, t)`` writes the clipped, noised gradient of every parameter the rule trains into
     ``.grad`` (call ``optimizer.step()`` after it, also for empty batches: pass ``x`` with 0 rows or
-    ``None``); ``epsilon()`` is the ε spent so far at ``delta``::
+    ``None``); ``epsilon()`` is the ε spent so far at ``delta``. ``noise_sampler`` picks the Gaussian
+    sampler (:mod:`.noise`: ``auto``, ``torch`` or ``native``)::
 
         priv = make_private(rule, n_train=60000, batch_size=256, epochs=40, target_epsilon=3.0, clip_norm=1.0)
         for idx in priv.batches(gen):
@@ -145,7 +149,8 @@ def make_private(rule, *, n_train: int, batch_size: int, epochs: int = 1, target
     device = next(rule.net.parameters()).device
     pipe = build(n=n_train, batch_size=batch_size, epochs=epochs, sampling=sampling, clip_norm=clip_norm,
                  noise_multiplier=noise_multiplier, target_epsilon=target_epsilon, delta=delta,
-                 per_layer_clipping=per_layer_clipping, accountant=accountant, seed=seed, device=device)
+                 per_layer_clipping=per_layer_clipping, accountant=accountant, seed=seed, device=device,
+                 noise_sampler=noise_sampler)
     return PrivateRule(rule, pipe)
 
 

@@ -43,6 +43,3 @@ def perturb_inputs(x: torch.Tensor, input_epsilon: float, gen: torch.Generator) 
     out = x.clamp(0.0, 1.0)
     return laplace_(out, d / input_epsilon, gen)
 
-
-def gaussian_like(t: torch.Tensor, std: float, gen: torch.Generator) -> torch.Tensor:
-    return torch.randn(t.shape, generator=gen, dtype=t.dtype, device=t.device).mul_(std)

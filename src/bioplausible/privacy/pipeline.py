@@ -32,7 +32,8 @@ from torch import nn
 from ..rules.base import Teaching, Term, write_grad
 from . import accounting
 from .clipping import clipped_factors
-from .mechanisms import gaussian_like, perturb_inputs
+from .mechanisms import perturb_inputs
+from .noise import make_noise
 
 
 def shuffled_batches(n: int, batch_size: int, gen: torch.Generator):
@@ -118,6 +119,7 @@ class Private:
         device="cpu",
         target_epsilon: float | None = None,
         reasons: list[str] | None = None,
+        noise_sampler: str = "auto",
     ):
         self.n, self.batch_size, self.sampling = int(n), int(batch_size), sampling
         self.rate = self.batch_size / self.n
@@ -133,7 +135,8 @@ class Private:
         self.target_epsilon = target_epsilon
         self.seed = int(seed)
         self.device = torch.device(device)
-        self.gen = torch.Generator(device=self.device).manual_seed(self.seed + 0x5EED)
+        # Gaussian draws (DP-SGD noise, update noise): see noise.py for the samplers
+        self.noise = make_noise(noise_sampler, self.seed + 0x5EED, self.device)
         self.steps = 0  # gradient steps taken (every one spends privacy, empty batches included)
         self.releases = 0  # Laplace draws of the training inputs
         # Why the run carries no formal guarantee (empty = it does, or it has no mechanism at all).
@@ -172,20 +175,20 @@ class Private:
                         if self.noise_site == "update":
                             # the step that follows moves W by the optimizer's update from the clean
                             # gradient: W ← W − lr·u(g) + σξ, the noise not scaled by the learning rate
-                            p.add_(gaussian_like(p, self.update_noise, self.gen))
+                            p.add_(self.noise.like(p, self.update_noise))
                         else:
-                            p.grad.add_(gaussian_like(p.grad, self.update_noise, self.gen))
+                            p.grad.add_(self.noise.like(p.grad, self.update_noise))
 
     def _noisy_teaching(self, teaching: Teaching, rule) -> Teaching:
         sigma = self.update_noise
         with torch.no_grad():
             if self.noise_site == "error":
-                e = teaching.error + gaussian_like(teaching.error, sigma, self.gen)
+                e = teaching.error + self.noise.like(teaching.error, sigma)
                 deltas = rule.hidden_signals(teaching.record, e) + [e]
                 fwd = [Term(t.layer, d, t.inp) for t, d in zip(teaching.forward_terms, deltas)]
                 terms = fwd + teaching.terms[len(fwd):]
             else:
-                terms = [Term(t.layer, t.delta + gaussian_like(t.delta, sigma, self.gen), t.inp) for t in teaching.terms]
+                terms = [Term(t.layer, t.delta + self.noise.like(t.delta, sigma), t.inp) for t in teaching.terms]
         return Teaching(terms=terms, record=teaching.record, loss=teaching.loss, error=teaching.error,
                         scale=teaching.scale)
 
@@ -213,7 +216,7 @@ class Private:
                 cd, h = sums.get(id(layer), (None, None))
                 # grad = scale·(Σ_i c_i δ_i h_iᵀ + σC·ξ), written in place: draw ξ into .grad, then one addmm
                 for p in (layer.weight, layer.bias):
-                    write_grad(p, lambda g: g.normal_(0.0, std * scale, generator=self.gen) if std > 0 else g.zero_())
+                    write_grad(p, lambda g: self.noise.fill_(g, std * scale) if std > 0 else g.zero_())
                 if cd is not None:
                     layer.weight.grad.addmm_(cd.t(), h, alpha=scale)
                     layer.bias.grad.add_(cd.sum(0), alpha=scale)
@@ -283,6 +286,8 @@ class Private:
         }
         if self.update_noise > 0:
             out.update({"update_noise": self.update_noise, "noise_site": self.noise_site})
+        if self.update_noise > 0 or self.noise_multiplier:
+            out["noise_sampler"] = self.noise.kind
         if self.input_epsilon is not None:
             out.update({"input_epsilon": self.input_epsilon, "input_noise_fresh": self.input_noise_fresh,
                         "input_releases": self.releases})
@@ -304,10 +309,15 @@ class Private:
         return out
 
     def state(self) -> dict:
-        return {"noise": self.gen.get_state(), "counters": torch.tensor([self.steps, self.releases], dtype=torch.int64)}
+        key = "noise" if self.noise.kind == "torch" else f"noise_{self.noise.kind}"
+        return {key: self.noise.state(), "counters": torch.tensor([self.steps, self.releases], dtype=torch.int64)}
 
     def load_state(self, states: dict) -> None:
-        if "noise" in states:
-            self.gen.set_state(states["noise"])
+        # resume on the stream the run started with, also where this process would pick another sampler
+        for kind, key in (("torch", "noise"), ("native", "noise_native")):
+            if key in states:
+                if self.noise.kind != kind:
+                    self.noise = make_noise(kind, self.seed + 0x5EED, self.device)
+                self.noise.load_state(states[key])
         if "counters" in states:
             self.steps, self.releases = (int(v) for v in states["counters"].tolist())
