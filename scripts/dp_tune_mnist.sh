@@ -32,3 +32,8 @@ run mom95    --rule bp --lr 0.5 --batch-size 2000 --epochs 40 --momentum 0.95
 run b8000lr1 --rule bp --lr 1.0 --batch-size 8000 --epochs 160
 run b4000e120 --rule bp --lr 1.0 --batch-size 4000 --epochs 120
 run b4000xav --rule bp --lr 1.0 --batch-size 4000 --epochs 80 --init xavier
+# final (Dec 5): the best setting of the five rounds (b4000lr1: batch 4000, 80 epochs, lr 1.0) on all
+# 60 000 training examples (no validation split), BP and DFA
+B="${B/ --validation 10000/}"
+run final-b4000-bp  --rule bp  --lr 1.0 --batch-size 4000 --epochs 80
+run final-b4000-dfa --rule dfa --lr 1.0 --batch-size 4000 --epochs 80

@@ -168,3 +168,17 @@ def test_torch_sampler_matches_normal_():
     s = TorchNoise(7)
     g = torch.Generator().manual_seed(7)
     assert torch.equal(s.fill_(torch.empty(1000), 0.5), torch.empty(1000).normal_(0, 0.5, generator=g))
+
+
+def test_privacy_bench_times_both_samplers_side_by_side(lib, capsys):
+    from helpers import have_mnist
+
+    from bioplausible.privacy import bench
+
+    if not have_mnist():
+        pytest.skip("real MNIST not available (set BIOPLAUSIBLE_DATA)")
+    assert bench.main(["--rules", "bp", "--train-subset", "2000", "--repeats", "1", "--samplers", "native,torch"]) == 0
+    out = capsys.readouterr().out
+    assert "DP-SGD (native sampler)" in out and "DP-SGD (torch sampler)" in out and out.count("ratio") == 2
+    with pytest.raises(UserError, match="noise_sampler: invalid value 'fast'"):
+        bench.main(["--samplers", "fast"])

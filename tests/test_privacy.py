@@ -260,6 +260,50 @@ def test_partial_mechanisms_are_labelled_non_private():
         assert pipe.epoch_metrics(1)["epsilon"] == "inf"
 
 
+@pytest.mark.parametrize("rule_name", RULES)
+@pytest.mark.parametrize("sampler", ["torch", "native"])
+def test_fused_dp_sgd_step_equals_private_grads_then_torch_sgd(rule_name, sampler):
+    """With plain SGD the loop adds the private gradient straight into the weights
+    (``apply_sgd``): the same clipping, the same noise draws, the same step as writing ``.grad`` and
+    calling ``torch.optim.SGD`` (DTP's inverses at their own rate), up to float rounding."""
+    from bioplausible.training import plain_sgd_rates
+
+    if sampler == "native" and not native_available():
+        _no_native()
+    steps = []
+    for fused in (False, True):
+        net, rule, x, t, _ = _setup(rule_name, sizes=(12, 9, 7, 5))
+        groups = [{"params": list(net.parameters()), "lr": 0.1}]
+        if list(rule.parameters()):
+            groups.append({"params": list(rule.parameters()), "lr": 0.03})
+        opt = torch.optim.SGD(groups, lr=0.1)
+        pipe = build(n=1000, batch_size=16, epochs=1, clip_norm=0.5, noise_multiplier=1.3, seed=4,
+                     noise_sampler=sampler)
+        rates = plain_sgd_rates(opt, pipe)
+        assert rates is not None and pipe.fusable_sgd
+        before = torch.cat([p.detach().reshape(-1) for m in (net, rule) for p in m.parameters()])
+        teaching = rule.teach(x, t)
+        if fused:
+            pipe.apply_sgd(teaching, rule, 16, rates)
+            assert all(p.grad is None for p in net.parameters())  # nothing materialised
+        else:
+            pipe.apply(teaching, rule, 16)
+            opt.step()
+        assert pipe.steps == 1
+        steps.append(torch.cat([p.detach().reshape(-1) for m in (net, rule) for p in m.parameters()]) - before)
+    assert steps[0].abs().max() > 0.01  # a real step (noise std 0.1 · 0.65 per coordinate)
+    assert (steps[1] - steps[0]).norm() / steps[0].norm() < 1e-12  # float64: rounding only
+
+
+def test_update_noise_is_never_fused():
+    from bioplausible.training import plain_sgd_rates
+
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    for site in ("gradient", "update"):
+        pipe = build(n=100, batch_size=10, epochs=1, update_noise=0.1, noise_site=site)
+        assert not pipe.fusable_sgd and plain_sgd_rates(torch.optim.SGD(params, lr=0.1), pipe) is None
+
+
 # -- update noise (the paper's) ----------------------------------------------------------------------
 def _no_native():
     """Skip where the native sampler cannot build, but never in CI, which installs a C compiler."""

@@ -35,7 +35,7 @@ from .config import TrainConfig, validate
 from .diagnostics import alignment
 from .errors import UserError
 from .network import MLP
-from .privacy import Plain, make_pipeline
+from .privacy import make_pipeline
 from .rules import make_rule
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -66,10 +66,11 @@ def make_optimizer(cfg: TrainConfig, net: MLP, rule) -> torch.optim.Optimizer:
 
 
 def plain_sgd_rates(optimizer: torch.optim.Optimizer, pipeline) -> dict[int, float] | None:
-    """``{id(param): lr}`` when a step is exactly plain SGD on the rule's pseudo-gradient (no
-    momentum, weight decay or privacy pipeline in between), so the update can be fused into the
-    weight-gradient product (:meth:`Rule.sgd_step`); ``None`` otherwise."""
-    if type(optimizer) is not torch.optim.SGD or type(pipeline) is not Plain:
+    """``{id(param): lr}`` when a step is exactly plain SGD on the pipeline's gradient (no momentum or
+    weight decay; a pipeline that can fuse, i.e. anything but the paper's update noise), so the update
+    can be fused into the weight-gradient product (``pipeline.apply_sgd``, :meth:`Rule.sgd_step`);
+    ``None`` otherwise."""
+    if type(optimizer) is not torch.optim.SGD or not getattr(pipeline, "fusable_sgd", False):
         return None
     rates = {}
     for g in optimizer.param_groups:
@@ -285,7 +286,7 @@ def _train(cfg: TrainConfig, out, resume: bool, data, progress) -> dict:
                         xb = augment(xb, shape, cfg.augment_shift, cfg.augment_flip, aug_gen)
                     teaching = rule.teach(xb, t_train.index_select(0, idx))
                     if fused is not None:
-                        rule.sgd_step(teaching, fused)
+                        pipeline.apply_sgd(teaching, rule, cfg.batch_size, fused)
                     else:
                         pipeline.apply(teaching, rule, cfg.batch_size)
                         optimizer.step()

@@ -1,10 +1,11 @@
 """Side-by-side epoch time of DP-SGD versus the same rule's non-private training.
 
-    python -m bioplausible.privacy.bench --rules bp,fa,dfa,ifa
+    python -m bioplausible.privacy.bench --rules bp,fa,dfa,ifa [--samplers native,torch]
 
 Trains 784-800-10 (paper preset: tanh/sigmoid, summed MSE, SGD, batch 200, one thread) on full MNIST,
 alternating a non-private epoch and a DP-SGD epoch (C = 1, σ = 1, Poisson sampling with expected batch
-200) ``--repeats`` times in one process, and prints the best seconds per epoch of each and their ratio.
+200) per noise sampler (``--samplers``, default ``auto``: what training uses) ``--repeats`` times in one
+process, and prints the best seconds per epoch of each and their ratios to the non-private epoch.
 
 An "epoch" is exactly what the training loop times (``bioplausible.training.train``): drawing the
 epoch's batches, gathering each batch, the rule's teaching signals, the gradient pipeline (plain or
@@ -23,8 +24,11 @@ import torch
 
 def epoch_seconds(cfg, x, t, rule, optimizer, pipeline, gen, clock) -> float:
     """One training epoch as the loop runs it (see ``training.train``); returns its duration."""
+    from ..training import plain_sgd_rates
+
     n = x.shape[0]
     t0 = clock()
+    fused = plain_sgd_rates(optimizer, pipeline)
     loss_sum = torch.zeros((), dtype=torch.float64)
     for idx in pipeline.batches(n, cfg.batch_size, gen):
         if idx.numel() == 0:
@@ -32,8 +36,11 @@ def epoch_seconds(cfg, x, t, rule, optimizer, pipeline, gen, clock) -> float:
             optimizer.step()
             continue
         teaching = rule.teach(x.index_select(0, idx), t.index_select(0, idx))
-        pipeline.apply(teaching, rule, cfg.batch_size)
-        optimizer.step()
+        if fused is not None:  # plain SGD: the update fused into the products, as the loop does
+            pipeline.apply_sgd(teaching, rule, cfg.batch_size, fused)
+        else:
+            pipeline.apply(teaching, rule, cfg.batch_size)
+            optimizer.step()
         loss_sum += teaching.loss.double() / teaching.scale
     return clock() - t0
 
@@ -44,6 +51,7 @@ def main(argv=None) -> int:
     from ..rules import make_rule
     from ..training import keep_freed_memory, load_data, make_optimizer
     from . import make_pipeline
+    from .noise import check_sampler
 
     p = argparse.ArgumentParser(prog="python -m bioplausible.privacy.bench")
     p.add_argument("--rules", default="bp,fa,dfa,ifa")
@@ -52,7 +60,11 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="epochs of each mode, interleaved")
     p.add_argument("--batch-size", type=int, default=200)
     p.add_argument("--clock", choices=("thread", "wall"), default="thread")
+    p.add_argument("--samplers", default="auto", help="DP noise samplers to time: auto, torch, native (comma list)")
     a = p.parse_args(argv)
+    samplers = a.samplers.split(",")
+    for s in samplers:
+        check_sampler(s)
     torch.set_num_threads(1)
     keep_freed_memory()
     clock = time.thread_time if a.clock == "thread" else time.perf_counter
@@ -65,7 +77,9 @@ def main(argv=None) -> int:
     print(f"{a.dataset} n={n}, batch {a.batch_size}, 1 thread, clock={a.clock}, best of {a.repeats}", flush=True)
     for rule_name in a.rules.split(","):
         runs = {}
-        for mode, extra in (("plain", {}), ("dp", {"clip_norm": 1.0, "noise_multiplier": 1.0})):
+        modes = [("plain", {})] + [(f"dp-{s}", {"clip_norm": 1.0, "noise_multiplier": 1.0, "noise_sampler": s})
+                                   for s in samplers]
+        for mode, extra in modes:
             cfg = resolve(preset="paper", rule=rule_name, **base, **extra)
             net = MLP([x.shape[1], *cfg.hidden_sizes, ds.n_classes], cfg.hidden, cfg.output, cfg.loss,
                       cfg.reduction, seed=cfg.seed, init=cfg.init)
@@ -76,8 +90,9 @@ def main(argv=None) -> int:
         for _ in range(a.repeats):
             for mode, (cfg, t, rule, opt, pipe, gen) in runs.items():
                 best[mode] = min(best.get(mode, float("inf")), epoch_seconds(cfg, x, t, rule, opt, pipe, gen, clock))
-        print(f"{rule_name}: non-private {best['plain']:.3f} s/epoch, DP-SGD {best['dp']:.3f} s/epoch, "
-              f"ratio {best['dp'] / best['plain']:.3f}", flush=True)
+        dp = ", ".join(f"DP-SGD ({runs[m][4].noise.kind} sampler) {best[m]:.3f} s/epoch, ratio {best[m] / best['plain']:.3f}"
+                       for m, _ in modes[1:])
+        print(f"{rule_name}: non-private {best['plain']:.3f} s/epoch, {dp}", flush=True)
     return 0
 
 

@@ -234,6 +234,10 @@ class TorchNoise:
     def like(self, t: torch.Tensor, std: float) -> torch.Tensor:
         return torch.randn(t.shape, generator=self.gen, dtype=t.dtype, device=t.device).mul_(std)
 
+    def add_(self, t: torch.Tensor, std: float) -> torch.Tensor:
+        """``t += std·ξ`` with the draws ``fill_`` would have made."""
+        return t.add_(torch.randn(t.shape, generator=self.gen, dtype=t.dtype, device=t.device), alpha=std)
+
     def state(self) -> torch.Tensor:
         return self.gen.get_state()
 
@@ -270,6 +274,13 @@ class NativeNoise:
 
     def like(self, t: torch.Tensor, std: float) -> torch.Tensor:
         return self.fill_(torch.empty(t.shape, dtype=t.dtype, device=t.device), std)
+
+    def add_(self, t: torch.Tensor, std: float) -> torch.Tensor:
+        """``t += std·ξ`` with the draws ``fill_`` would have made (one pass, no temporary, for float32)."""
+        if t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous():
+            self.lib.bp_gauss_add(t.data_ptr(), t.numel(), float(std), self._state.data_ptr())
+            return t
+        return t.add_(self.like(t, 1.0), alpha=std)
 
     def state(self) -> torch.Tensor:
         return self._state.clone()

@@ -77,6 +77,12 @@ class Plain:
     def apply(self, teaching, rule, batch_size):
         rule.write_grads(teaching)
 
+    fusable_sgd = True
+
+    def apply_sgd(self, teaching, rule, batch_size, lr_of):
+        """:meth:`apply` and a plain SGD step in one (see ``Rule.sgd_step``)."""
+        rule.sgd_step(teaching, lr_of)
+
     def epoch_metrics(self, epochs_done: int) -> dict:
         return {}
 
@@ -154,6 +160,22 @@ class Private:
             return poisson_batches(n, self.rate, self.steps_per_epoch, gen)
         return shuffled_batches(n, batch_size, gen)
 
+    @property
+    def fusable_sgd(self) -> bool:
+        """Whether :meth:`apply_sgd` may stand for ``apply`` + a plain SGD step (not with update noise,
+        whose ``update`` site moves the weights itself)."""
+        return self.update_noise == 0
+
+    def apply_sgd(self, teaching, rule, batch_size, lr_of):
+        """:meth:`apply` followed by plain SGD (``p ← p − η_p·grad_p``, ``η_p = lr_of[id(p)]``), fused:
+        the private gradient is added to the weights without being written to ``.grad`` (the same
+        noise draws, equal up to float rounding)."""
+        self.steps += 1
+        if self.clip_norm is not None or self.noise_multiplier is not None:
+            self._dpsgd(teaching, rule, lr_of)
+        else:
+            rule.sgd_step(teaching, lr_of)
+
     def apply(self, teaching, rule, batch_size):
         self.steps += 1
         if self.clip_norm is not None or self.noise_multiplier is not None:
@@ -192,7 +214,7 @@ class Private:
         return Teaching(terms=terms, record=teaching.record, loss=teaching.loss, error=teaching.error,
                         scale=teaching.scale)
 
-    def _dpsgd(self, teaching, rule):
+    def _dpsgd(self, teaching, rule, lr_of=None):
         layers = trained_layers(rule)
         reduction = rule.net.reduction
         if reduction == "sum":
@@ -214,12 +236,21 @@ class Private:
                     sums[id(term.layer)] = (term.delta if c is None else term.delta * c.unsqueeze(1), term.inp)
             for layer in layers:
                 cd, h = sums.get(id(layer), (None, None))
-                # grad = scale·(Σ_i c_i δ_i h_iᵀ + σC·ξ), written in place: draw ξ into .grad, then one addmm
-                for p in (layer.weight, layer.bias):
-                    write_grad(p, lambda g: self.noise.fill_(g, std * scale) if std > 0 else g.zero_())
-                if cd is not None:
-                    layer.weight.grad.addmm_(cd.t(), h, alpha=scale)
-                    layer.bias.grad.add_(cd.sum(0), alpha=scale)
+                W, b = layer.weight, layer.bias
+                if lr_of is None:
+                    # grad = scale·(Σ_i c_i δ_i h_iᵀ + σC·ξ), written in place: draw ξ into .grad, one addmm
+                    for p in (W, b):
+                        write_grad(p, lambda g: self.noise.fill_(g, std * scale) if std > 0 else g.zero_())
+                    if cd is not None:
+                        W.grad.addmm_(cd.t(), h, alpha=scale)
+                        b.grad.add_(cd.sum(0), alpha=scale)
+                else:  # plain SGD fused: p ← p − η·grad without materialising grad (same draws, same order)
+                    if std > 0:
+                        for p in (W, b):
+                            self.noise.add_(p, -lr_of[id(p)] * std * scale)
+                    if cd is not None:
+                        W.addmm_(cd.t(), h, alpha=-lr_of[id(W)] * scale)
+                        b.add_(cd.sum(0), alpha=-lr_of[id(b)] * scale)
 
     # -- Laplace input perturbation ---------------------------------------------------------------
     def _input_gen(self, epoch: int, device) -> torch.Generator:
