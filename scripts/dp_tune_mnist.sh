@@ -37,3 +37,8 @@ run b4000xav --rule bp --lr 1.0 --batch-size 4000 --epochs 80 --init xavier
 B="${B/ --validation 10000/}"
 run final-b4000-bp  --rule bp  --lr 1.0 --batch-size 4000 --epochs 80
 run final-b4000-dfa --rule dfa --lr 1.0 --batch-size 4000 --epochs 80
+# sixth round (Dec 5): augmentation multiplicity (each example's gradient averaged over K shifted copies
+# before clipping; De et al. 2022), back on the validation split
+B="$B --validation 10000"
+run mult4s1 --rule bp --lr 1.0 --batch-size 2000 --epochs 40 --augment-shift 1 --augment-multiplicity 4
+run mult4s2 --rule bp --lr 1.0 --batch-size 2000 --epochs 40 --augment-shift 2 --augment-multiplicity 4

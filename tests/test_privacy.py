@@ -304,6 +304,94 @@ def test_update_noise_is_never_fused():
         assert not pipe.fusable_sgd and plain_sgd_rates(torch.optim.SGD(params, lr=0.1), pipe) is None
 
 
+# -- augmentation multiplicity --------------------------------------------------------------------
+def _averaged_example_grads(rule, x, t, k):
+    """Materialised: each example's gradient averaged over its k consecutive rows (flat, all layers)."""
+    out = []
+    for i in range(0, len(x), k):
+        rule.write_grads(rule.teach(x[i : i + k], t[i : i + k]))
+        out.append(_flat_grads(rule) / k)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("rule_name", RULES)
+def test_grouped_norms_equal_materialised_averaged_gradients(rule_name):
+    """With k copies per example, the closed form (two k×k Gram matrices per layer) equals the norm of
+    the materialised average of the copies' gradients, for every rule (DTP's inverses included)."""
+    opts = {"inverse_noise": 0.0} if rule_name == "dtp" else {}
+    net, rule, x, t, _ = _setup(rule_name, **opts)  # 16 rows = 4 examples × 4 copies
+    k = 4
+    closed = per_example_norms(rule.teach(x, t).terms, group=k)
+    mat = _averaged_example_grads(rule, x, t, k).norm(dim=1)
+    assert closed.shape == (4,)
+    assert ((closed - mat).abs() / mat).max() < 1e-10
+
+
+@pytest.mark.parametrize("rule_name", RULES)
+@pytest.mark.parametrize("per_layer", [False, True])
+def test_multiplicity_clips_each_examples_average_to_c(rule_name, per_layer):
+    """DP-SGD with k copies: every example's averaged gradient is clipped to C as one contribution, and
+    the written gradient (σ = 0 here, to see it) is the sum of those clipped averages."""
+    opts = {"inverse_noise": 0.0} if rule_name == "dtp" else {}
+    net, rule, x, t, _ = _setup(rule_name, **opts)
+    k, C = 2, 0.05
+    avg = _averaged_example_grads(rule, x, t, k)
+    assert (avg.norm(dim=1) > C).all()  # every example is clipped at this bound
+    pipe = build(n=1000, batch_size=8, epochs=1, clip_norm=C, noise_multiplier=0.0, per_layer_clipping=per_layer,
+                 multiplicity=k, sampling="shuffle")
+    teaching = rule.teach(x, t)
+    factors = clipped_factors(teaching.terms, C, per_layer, group=k)
+    # each example's clipped contribution, materialised from the per-row factors
+    contrib = []
+    for i in range(0, len(x), k):
+        parts = []
+        for term, c in zip(teaching.terms, factors):
+            cd = term.delta[i : i + k] * c[i : i + k, None]
+            parts += [(cd.t() @ term.inp[i : i + k]).reshape(-1), cd.sum(0)]
+        contrib.append(torch.cat(parts))
+    contrib = torch.stack(contrib)
+    assert (contrib.norm(dim=1) <= C * (1 + 1e-12)).all() and (contrib.norm(dim=1) > 0.9 * C).all()
+    if not per_layer:  # one factor per example: the clipped average points where the average points
+        assert torch.allclose(contrib / contrib.norm(dim=1, keepdim=True), avg / avg.norm(dim=1, keepdim=True))
+    pipe.apply(teaching, rule, 8)
+    assert torch.allclose(_flat_grads(rule), contrib.sum(0), atol=1e-14)
+
+
+def test_multiplicity_in_training_runs_and_is_validated(tmp_path):
+    from types import SimpleNamespace
+
+    from bioplausible import training
+    from bioplausible.config import resolve
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(200, 20, generator=g)
+    y = (x[:, :10].sum(1) > x[:, 10:].sum(1)).long()
+    ds = SimpleNamespace(x_train=x, y_train=y, x_test=x[:50], y_test=y[:50], x_val=None, y_val=None, n_classes=2,
+                         shape=(1, 4, 5))
+    for extra in ({}, {"clip_norm": 1.0, "noise_multiplier": 1.0, "delta": 1e-6}):
+        cfg = resolve(dataset="mnist", hidden_sizes=[8], epochs=2, batch_size=20, augment_shift=1,
+                      augment_multiplicity=3, threads=1, **extra)
+        res = training.train(cfg, out=tmp_path / f"run{len(extra)}", data=ds, progress=False)
+        assert res["status"] == "completed" and math.isfinite(res["train_loss"])
+        if extra:
+            assert res["augment_multiplicity"] == 3
+    with pytest.raises(UserError, match="augment_multiplicity: 4 copies of each example need augmentation"):
+        resolve(augment_multiplicity=4)
+    with pytest.raises(UserError, match="augment_multiplicity: invalid value 0"):
+        resolve(augment_multiplicity=0, augment_shift=1)
+    assert resolve(augment_multiplicity=1).run_hash() == "5a09fb76aa9dbe47"  # the default keeps old hashes
+    assert resolve(augment_multiplicity=2, augment_shift=1).run_hash() != resolve(augment_shift=1).run_hash()
+
+
+def test_make_private_multiplicity_checks_whole_groups():
+    net, rule, x, t, _ = _setup("bp")
+    priv = make_private(rule, n_train=1000, batch_size=8, noise_multiplier=1.0, clip_norm=1.0, multiplicity=3)
+    with pytest.raises(UserError, match="16 rows are not whole groups of multiplicity=3"):
+        priv.step_grads(x, t)
+    priv.step_grads(x[:15], t[:15])
+    assert priv.summary()["augment_multiplicity"] == 3
+
+
 # -- update noise (the paper's) ----------------------------------------------------------------------
 def _no_native():
     """Skip where the native sampler cannot build, but never in CI, which installs a C compiler."""

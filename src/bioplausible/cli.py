@@ -92,6 +92,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--test-subset", type=str, **_none_default(help="use only the first N test examples"))
     g.add_argument("--augment-shift", type=str, **_none_default(help="random translations of up to N pixels"))
     g.add_argument("--augment-flip", action=argparse.BooleanOptionalAction, **_none_default(help="random horizontal flips"))
+    g.add_argument("--augment-multiplicity", type=str,
+                   **_none_default(help="K augmented copies per example, gradients averaged before DP clipping"))
     g = p.add_argument_group("privacy")
     g.add_argument("--update-noise", type=str, **_none_default(help="the paper's N(0, σ²) update noise (no guarantee)"))
     g.add_argument("--noise-site", choices=NOISE_SITES, **_none_default(help="where --update-noise is added"))
@@ -137,7 +139,8 @@ def config_from_args(args, **fixed):
     if getattr(args, "nondeterministic", False):
         values["deterministic"] = False
     values.update(fixed)
-    for k in ("epochs", "batch_size", "train_subset", "test_subset", "augment_shift", "seed", "threads", "eval_batch_size"):
+    for k in ("epochs", "batch_size", "train_subset", "test_subset", "augment_shift", "augment_multiplicity", "seed",
+              "threads", "eval_batch_size"):
         if isinstance(values.get(k), str):
             values[k] = _to_number(k, values[k], int)
     for k in ("lr", "momentum", "weight_decay", "inverse_lr", "stop_delta", "validation", "update_noise", "clip_norm",

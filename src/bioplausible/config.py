@@ -65,6 +65,7 @@ class TrainConfig:
     test_subset: int | None = None
     augment_shift: int = 0  # random translations of up to this many pixels (training only)
     augment_flip: bool = False  # random horizontal flips (training only)
+    augment_multiplicity: int = 1  # K augmented copies per example, their gradients averaged (before clipping)
     # privacy (see bioplausible.privacy)
     update_noise: float = 0.0  # the paper's N(0, σ²) update noise (no formal guarantee)
     noise_site: str = "gradient"
@@ -93,6 +94,8 @@ class TrainConfig:
         # how, not what: the sampler draws the same distribution (like the device does)
         for k in ("data_dir", "device", "threads", "eval_batch_size", "noise_sampler"):
             d.pop(k)
+        if d.get("augment_multiplicity") == 1:
+            d.pop("augment_multiplicity")  # the default: runs from before the option keep their hashes
         if not d.get("update_noise"):
             d["noise_site"] = "gradient"  # where no noise goes changes nothing: clean runs share one hash
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
@@ -196,6 +199,10 @@ def validate(c: TrainConfig) -> None:  # noqa: C901 - a flat list of checks read
         if getattr(c, name) is not None:
             setattr(c, name, check_range(name, getattr(c, name), 1, None, kind=int))
     c.augment_shift = check_range("augment_shift", c.augment_shift, 0, 8, kind=int)
+    c.augment_multiplicity = check_range("augment_multiplicity", c.augment_multiplicity, 1, 256, kind=int)
+    if c.augment_multiplicity > 1 and not (c.augment_shift or c.augment_flip):
+        raise UserError(f"augment_multiplicity: {c.augment_multiplicity} copies of each example need augmentation "
+                        "to differ; accepted: 1, or K > 1 with augment_shift > 0 or augment_flip")
     c.update_noise = check_range("update_noise", c.update_noise, 0, None)
     check_choice("noise_site", c.noise_site, NOISE_SITES)
     check_choice("noise_sampler", c.noise_sampler, NOISE_SAMPLERS)

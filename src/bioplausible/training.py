@@ -17,6 +17,7 @@ and an interrupted run resumed from its checkpoint ends with the same numbers as
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -261,6 +262,7 @@ def _train(cfg: TrainConfig, out, resume: bool, data, progress) -> dict:
         bar = tqdm(total=cfg.epochs, initial=start, desc=f"{cfg.rule} {cfg.dataset}", unit="epoch", file=sys.stderr)
     status, stop_reason = "completed", f"reached {cfg.epochs} epochs"
     base_lrs = [cfg.lr, cfg.inverse_lr or cfg.lr][: len(optimizer.param_groups)]
+    copies = cfg.augment_multiplicity
     shape = tuple(ds.shape)
     try:
         with _Stop() as stopper:
@@ -281,18 +283,24 @@ def _train(cfg: TrainConfig, out, resume: bool, data, progress) -> dict:
                         optimizer.step()
                         continue
                     idx = idx.to(device)
-                    xb = x_train.index_select(0, idx)
+                    # augmentation multiplicity: k consecutive augmented copies of every example
+                    rows = idx if copies == 1 else idx.repeat_interleave(copies)
+                    xb = x_train.index_select(0, rows)
                     if cfg.augment_shift or cfg.augment_flip:
                         xb = augment(xb, shape, cfg.augment_shift, cfg.augment_flip, aug_gen)
-                    teaching = rule.teach(xb, t_train.index_select(0, idx))
+                    teaching = rule.teach(xb, t_train.index_select(0, rows))
+                    update = teaching
+                    if copies > 1 and net.reduction == "sum":  # average, not sum, over an example's copies
+                        update = dataclasses.replace(teaching, scale=teaching.scale / copies)
                     if fused is not None:
-                        pipeline.apply_sgd(teaching, rule, cfg.batch_size, fused)
+                        pipeline.apply_sgd(update, rule, cfg.batch_size, fused)
                     else:
-                        pipeline.apply(teaching, rule, cfg.batch_size)
+                        pipeline.apply(update, rule, cfg.batch_size)
                         optimizer.step()
+                    # training loss and error: over the rows trained on (augmented copies included)
                     loss_sum += teaching.loss.double() / teaching.scale
-                    wrong += (teaching.record.output.argmax(1) != y_train.index_select(0, idx)).sum()
-                    seen += idx.numel()
+                    wrong += (teaching.record.output.argmax(1) != y_train.index_select(0, rows)).sum()
+                    seen += rows.numel()
                     if step % 16 == 15 and not bool(torch.isfinite(loss_sum)):
                         break  # diverged: no use finishing the epoch (recorded just below)
                 if device.type == "cuda":

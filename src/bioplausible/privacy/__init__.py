@@ -34,7 +34,7 @@ def make_pipeline(cfg, n_train: int, device):
         noise_multiplier=cfg.noise_multiplier, target_epsilon=cfg.target_epsilon, delta=cfg.delta,
         per_layer_clipping=cfg.per_layer_clipping, update_noise=cfg.update_noise, noise_site=cfg.noise_site,
         input_epsilon=cfg.input_epsilon, input_noise_fresh=cfg.input_noise_fresh, standardize=cfg.standardize,
-        seed=cfg.seed, device=device, noise_sampler=cfg.noise_sampler,
+        seed=cfg.seed, device=device, noise_sampler=cfg.noise_sampler, multiplicity=cfg.augment_multiplicity,
     )
     if pipe.private:
         # what the run releases beyond the trained weights that the accountant does not cover
@@ -49,7 +49,7 @@ def make_pipeline(cfg, n_train: int, device):
 def build(*, n, batch_size, epochs, sampling=None, clip_norm=None, noise_multiplier=None, target_epsilon=None,
           delta=None, per_layer_clipping=False, update_noise=0.0, noise_site="gradient", input_epsilon=None,
           input_noise_fresh=False, standardize=False, accountant="pld", seed=0, device="cpu",
-          noise_sampler="auto") -> Private:
+          noise_sampler="auto", multiplicity=1) -> Private:
     """Validate a privacy setting for ``n`` training examples and build its :class:`Private` pipeline."""
     if batch_size > n:
         raise UserError(f"batch_size: invalid value {batch_size}; accepted: at most the {n} training examples")
@@ -90,6 +90,7 @@ def build(*, n, batch_size, epochs, sampling=None, clip_norm=None, noise_multipl
         per_layer_clipping=per_layer_clipping, delta=delta, update_noise=update_noise, noise_site=noise_site,
         input_epsilon=input_epsilon, input_noise_fresh=input_noise_fresh, accountant=accountant, seed=seed,
         device=device, target_epsilon=target_epsilon, reasons=reasons, noise_sampler=noise_sampler,
+        multiplicity=multiplicity,
     )
     if target_epsilon is not None:
         releases = epochs if input_noise_fresh else 1
@@ -114,14 +115,16 @@ def build(*, n, batch_size, epochs, sampling=None, clip_norm=None, noise_multipl
 def make_private(rule, *, n_train: int, batch_size: int, epochs: int = 1, target_epsilon: float | None = None,
                  noise_multiplier: float | None = None, clip_norm: float | None = None, delta: float | None = None,
                  per_layer_clipping: bool = False, sampling: str | None = None, accountant: str = "pld",
-                 seed: int = 0, noise_sampler: str = "auto") -> "PrivateRule":
+                 seed: int = 0, noise_sampler: str = "auto", multiplicity: int = 1) -> "PrivateRule":
     """Make ``rule`` (any of BP, FA, DFA, IFA, DTP, bound to its network) train with DP-SGD.
 
     Returns a :class:`PrivateRule`: ``batches(gen)`` gives one epoch of (Poisson-sampled) index tensors;
     ``step_grads(x, t)`` writes the clipped, noised gradient of every parameter the rule trains into
     ``.grad`` (call ``optimizer.step()`` after it, also for empty batches: pass ``x`` with 0 rows or
     ``None``); ``epsilon()`` is the ε spent so far at ``delta``. ``noise_sampler`` picks the Gaussian
-    sampler (:mod:`.noise`: ``auto``, ``torch`` or ``native``)::
+    sampler (:mod:`.noise`: ``auto``, ``torch`` or ``native``). With ``multiplicity`` = k > 1 (augmentation
+    multiplicity), ``x`` holds k augmented copies of each sampled example as consecutive rows; each
+    example's gradient is the average over its copies, clipped as one::
 
         priv = make_private(rule, n_train=60000, batch_size=256, epochs=40, target_epsilon=3.0, clip_norm=1.0)
         for idx in priv.batches(gen):
@@ -133,6 +136,7 @@ def make_private(rule, *, n_train: int, batch_size: int, epochs: int = 1, target
     n_train = check_range("n_train", n_train, 1, None, kind=int)
     batch_size = check_range("batch_size", batch_size, 1, None, kind=int)
     epochs = check_range("epochs", epochs, 1, None, kind=int)
+    multiplicity = check_range("multiplicity", multiplicity, 1, None, kind=int)
     if target_epsilon is None and noise_multiplier is None:
         raise UserError("make_private: give target_epsilon or noise_multiplier; accepted: a positive float")
     if target_epsilon is not None and noise_multiplier is not None:
@@ -150,7 +154,7 @@ def make_private(rule, *, n_train: int, batch_size: int, epochs: int = 1, target
     pipe = build(n=n_train, batch_size=batch_size, epochs=epochs, sampling=sampling, clip_norm=clip_norm,
                  noise_multiplier=noise_multiplier, target_epsilon=target_epsilon, delta=delta,
                  per_layer_clipping=per_layer_clipping, accountant=accountant, seed=seed, device=device,
-                 noise_sampler=noise_sampler)
+                 noise_sampler=noise_sampler, multiplicity=multiplicity)
     return PrivateRule(rule, pipe)
 
 
@@ -180,6 +184,10 @@ class PrivateRule:
         if x is None or x.shape[0] == 0:
             self.pipeline.apply(None, self.rule, self.pipeline.batch_size)
             return None
+        k = self.pipeline.multiplicity
+        if x.shape[0] % k:
+            raise UserError(f"x: {x.shape[0]} rows are not whole groups of multiplicity={k} copies per example; "
+                            f"accepted: a multiple of {k} rows (each example's copies consecutive)")
         teaching = self.rule.teach(x, t)
         self.pipeline.apply(teaching, self.rule, self.pipeline.batch_size)
         return teaching

@@ -12,6 +12,15 @@ ever materialised. With clip factors ``c_i = min(1, C / ‖g_i‖)`` the clipped
 
     Σ_i c_i δ_i h_iᵀ = (c ⊙ δ)ᵀ h,      Σ_i c_i δ_i.
 
+With augmentation multiplicity (De et al. 2022) example ``i`` arrives as ``k`` consecutive rows (its
+augmented copies ``r = 1..k``) and its gradient is their average ``G_i = (1/k) Σ_r δ_{ir} h̃_{ir}ᵀ``
+(``h̃ = [h, 1]``: weight and bias together), a rank-``k`` matrix whose squared norm comes from two
+``k × k`` Gram matrices, still without materialising it:
+
+    ‖G_i‖² = (1/k²) Σ_{r,s} (δ_{ir}·δ_{is}) (h_{ir}·h_{is} + 1).
+
+The clipped sums then weight every row of example ``i`` by ``c_i / k``.
+
 Per-layer clipping gives each of the K trained layers its own bound ``C_k = C / √K`` (so the clipped
 contribution of one example over all layers still has norm ≤ C) and its own factors ``c_{k,i}``.
 """
@@ -30,9 +39,20 @@ def layer_sq_norms(delta: torch.Tensor, inp: torch.Tensor) -> torch.Tensor:
     return dn.square_().mul_(hn.square_().add_(1.0))
 
 
-def per_example_norms(terms, per_layer: bool = False) -> torch.Tensor:
-    """Per-example gradient norms: (B,) over all terms, or (K, B) per term if ``per_layer``."""
-    sq = torch.stack([layer_sq_norms(t.delta, t.inp) for t in terms])
+def group_sq_norms(delta: torch.Tensor, inp: torch.Tensor, k: int) -> torch.Tensor:
+    """(B,) squared norms of ``(1/k) Σ_r δ_r h̃_rᵀ`` over each example's ``k`` consecutive rows."""
+    if k == 1:
+        return layer_sq_norms(delta, inp)
+    d = delta.reshape(-1, k, delta.shape[1])
+    h = inp.reshape(-1, k, inp.shape[1])
+    gram = torch.bmm(d, d.transpose(1, 2)).mul_(torch.bmm(h, h.transpose(1, 2)).add_(1.0))
+    return gram.sum((1, 2)).div_(k * k)
+
+
+def per_example_norms(terms, per_layer: bool = False, group: int = 1) -> torch.Tensor:
+    """Per-example gradient norms: (B,) over all terms, or (K, B) per term if ``per_layer``; with
+    ``group`` = k > 1, examples are groups of k consecutive rows whose gradients are averaged."""
+    sq = torch.stack([group_sq_norms(t.delta, t.inp, group) for t in terms])
     return sq.sqrt() if per_layer else sq.sum(0).sqrt()
 
 
@@ -41,14 +61,20 @@ def clip_factors(norms: torch.Tensor, bound: float) -> torch.Tensor:
     return (bound / norms.clamp_min(1e-30)).clamp_max(1.0)
 
 
-def clipped_factors(terms, clip_norm: float, per_layer: bool = False) -> list[torch.Tensor]:
-    """One (B,) factor vector per term: shared across terms (flat) or per term (per-layer)."""
+def clipped_factors(terms, clip_norm: float, per_layer: bool = False, group: int = 1) -> list[torch.Tensor]:
+    """One per-row factor vector per term: shared across terms (flat) or per term (per-layer). With
+    ``group`` = k > 1 every row of example i gets ``c_i / k`` (the average over its copies, clipped)."""
     if per_layer:
         bound = clip_norm / math.sqrt(len(terms))
-        f = clip_factors(per_example_norms(terms, per_layer=True), bound)
-        return list(f.unbind(0))
-    f = clip_factors(per_example_norms(terms), clip_norm)
+        f = clip_factors(per_example_norms(terms, per_layer=True, group=group), bound)
+        return [_rows(c, group) for c in f.unbind(0)]
+    f = _rows(clip_factors(per_example_norms(terms, group=group), clip_norm), group)
     return [f] * len(terms)
+
+
+def _rows(factors: torch.Tensor, group: int) -> torch.Tensor:
+    """Per-example factors spread over each example's ``group`` rows, divided by ``group``."""
+    return factors if group == 1 else factors.repeat_interleave(group).div_(group)
 
 
 def clipped_sums(terms, factors) -> list[tuple[torch.Tensor, torch.Tensor]]:

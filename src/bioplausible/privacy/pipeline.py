@@ -126,6 +126,7 @@ class Private:
         target_epsilon: float | None = None,
         reasons: list[str] | None = None,
         noise_sampler: str = "auto",
+        multiplicity: int = 1,
     ):
         self.n, self.batch_size, self.sampling = int(n), int(batch_size), sampling
         self.rate = self.batch_size / self.n
@@ -134,6 +135,9 @@ class Private:
         )
         self.clip_norm, self.noise_multiplier = clip_norm, noise_multiplier
         self.per_layer_clipping = bool(per_layer_clipping)
+        # augmentation multiplicity: each example arrives as this many consecutive rows (its augmented
+        # copies); its gradient is their average, clipped as one (clipping.py)
+        self.multiplicity = int(multiplicity)
         self.delta = delta
         self.update_noise, self.noise_site = float(update_noise), noise_site
         self.input_epsilon, self.input_noise_fresh = input_epsilon, bool(input_noise_fresh)
@@ -221,19 +225,24 @@ class Private:
             scale = 1.0
         elif self.sampling == "poisson" or teaching is None:
             scale = 1.0 / self.batch_size  # expected batch size qn: the realised one is private
-        else:
-            scale = teaching.scale
+        else:  # shuffled fixed-size batches, mean: 1/rows, and rows = examples × copies
+            scale = teaching.scale * self.multiplicity
+        k = self.multiplicity
         std = (self.noise_multiplier or 0.0) * (self.clip_norm if self.clip_norm is not None else 1.0)
         with torch.no_grad():
             sums = {}
             if teaching is not None:
                 terms = teaching.terms
                 if self.clip_norm is not None:
-                    factors = clipped_factors(terms, self.clip_norm, self.per_layer_clipping)
+                    factors = clipped_factors(terms, self.clip_norm, self.per_layer_clipping, group=k)
                 else:
                     factors = [None] * len(terms)
                 for term, c in zip(terms, factors):
-                    sums[id(term.layer)] = (term.delta if c is None else term.delta * c.unsqueeze(1), term.inp)
+                    if c is None:
+                        cd = term.delta if k == 1 else term.delta / k
+                    else:
+                        cd = term.delta * c.unsqueeze(1)
+                    sums[id(term.layer)] = (cd, term.inp)
             for layer in layers:
                 cd, h = sums.get(id(layer), (None, None))
                 W, b = layer.weight, layer.bias
@@ -319,6 +328,8 @@ class Private:
             out.update({"update_noise": self.update_noise, "noise_site": self.noise_site})
         if self.update_noise > 0 or self.noise_multiplier:
             out["noise_sampler"] = self.noise.kind
+        if self.multiplicity > 1:
+            out["augment_multiplicity"] = self.multiplicity
         if self.input_epsilon is not None:
             out.update({"input_epsilon": self.input_epsilon, "input_noise_fresh": self.input_noise_fresh,
                         "input_releases": self.releases})
