@@ -42,3 +42,16 @@ run final-b4000-dfa --rule dfa --lr 1.0 --batch-size 4000 --epochs 80
 B="$B --validation 10000"
 run mult4s1 --rule bp --lr 1.0 --batch-size 2000 --epochs 40 --augment-shift 1 --augment-multiplicity 4
 run mult4s2 --rule bp --lr 1.0 --batch-size 2000 --epochs 40 --augment-shift 2 --augment-multiplicity 4
+run mult8s1 --rule bp --lr 1.0 --batch-size 2000 --epochs 40 --augment-shift 1 --augment-multiplicity 8
+run mult4s1-dfa --rule dfa --lr 1.0 --batch-size 2000 --epochs 40 --augment-shift 1 --augment-multiplicity 4
+run mult8s1-dfa --rule dfa --lr 1.0 --batch-size 2000 --epochs 40 --augment-shift 1 --augment-multiplicity 8
+run mult4s1-dfa-lr2 --rule dfa --lr 2.0 --batch-size 2000 --epochs 40 --augment-shift 1 --augment-multiplicity 4
+run mult8s1-dfa-lr07 --rule dfa --lr 0.7 --batch-size 2000 --epochs 40 --augment-shift 1 --augment-multiplicity 8
+run mult8s1-dfa-fs03 --rule dfa --feedback-scale 0.3 --lr 1.0 --batch-size 2000 --epochs 40 --augment-shift 1 --augment-multiplicity 8
+# finals on all 60 000 training examples, BP and DFA: K = 4 (run first, after mult4s1), then K = 8 (the
+# best validation error for both rules)
+B="${B/ --validation 10000/}"
+run final-mult4s1-bp  --rule bp  --lr 1.0 --batch-size 2000 --epochs 40 --augment-shift 1 --augment-multiplicity 4
+run final-mult4s1-dfa --rule dfa --lr 1.0 --batch-size 2000 --epochs 40 --augment-shift 1 --augment-multiplicity 4
+run final-mult8s1-bp  --rule bp  --lr 1.0 --batch-size 2000 --epochs 40 --augment-shift 1 --augment-multiplicity 8
+run final-mult8s1-dfa --rule dfa --lr 1.0 --batch-size 2000 --epochs 40 --augment-shift 1 --augment-multiplicity 8
