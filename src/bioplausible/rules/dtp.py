@@ -65,11 +65,20 @@ class DTP(Rule):
 
     def hidden_signals(self, rec, e):
         net = self.net
-        hat = self.targets(rec, e)
-        return [
-            times_derivative(net.hidden, (rec.h[i + 1] - hat[i]).mul_(2.0), rec.a[i], rec.h[i + 1])
-            for i in range(net.depth - 1)
-        ]
+        M = net.depth
+        if M < 2:
+            return []
+        # top hidden layer: h − ĥ = η̂ ∂ℓ/∂h exactly, so its signal needs neither the target nor the
+        # difference (two (B, width) passes fewer per batch); lower layers go through the targets
+        top = (e @ net.layers[M - 1].weight).mul_(2.0 * self.opts["target_step"])
+        out = [times_derivative(net.hidden, top, rec.a[M - 2], rec.h[M - 1])]
+        if M > 2:
+            hat = self.targets(rec, e)
+            out = [
+                times_derivative(net.hidden, (rec.h[i + 1] - hat[i]).mul_(2.0), rec.a[i], rec.h[i + 1])
+                for i in range(M - 2)
+            ] + out
+        return out
 
     def noise(self, like):
         if self._noise_gen is None or self._noise_gen.device != like.device:
