@@ -50,6 +50,7 @@ def main(argv=None) -> int:
     from ..network import MLP
     from ..rules import make_rule
     from ..training import keep_freed_memory, load_data, make_optimizer
+    from ..errors import UserError
     from . import make_pipeline
     from .noise import check_sampler
 
@@ -64,7 +65,10 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     samplers = a.samplers.split(",")
     for s in samplers:
-        check_sampler(s)
+        try:
+            check_sampler(s)
+        except UserError as e:
+            p.error(f"--samplers: {e}")  # one line and exit status 2, like any bad option
     torch.set_num_threads(1)
     keep_freed_memory()
     clock = time.thread_time if a.clock == "thread" else time.perf_counter

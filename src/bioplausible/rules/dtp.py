@@ -50,14 +50,15 @@ class DTP(Rule):
         b = torch.addmm(g.bias, h, g.weight.t())
         return b, activate(self.net.hidden, b)
 
-    def targets(self, rec, e):
-        """ĥ_1 … ĥ_{M-1} (index i-1 holds ĥ_i)."""
+    def targets(self, rec, e, dh=None):
+        """ĥ_1 … ĥ_{M-1} (index i-1 holds ĥ_i); ``dh``: ∂ℓ/∂h_{M-1} if already computed."""
         net = self.net
         M = net.depth
         if M < 2:
             return []
         hat = [None] * (M - 1)
-        dh = e @ net.layers[M - 1].weight  # ∂ℓ/∂h_{M-1}
+        if dh is None:
+            dh = e @ net.layers[M - 1].weight  # ∂ℓ/∂h_{M-1}
         hat[M - 2] = rec.h[M - 1] - self.opts["target_step"] * dh
         for i in range(M - 1, 1, -1):
             hat[i - 2] = rec.h[i - 1] - self._g(i, rec.h[i])[1] + self._g(i, hat[i - 1])[1]
@@ -70,10 +71,11 @@ class DTP(Rule):
             return []
         # top hidden layer: h − ĥ = η̂ ∂ℓ/∂h exactly, so its signal needs neither the target nor the
         # difference (two (B, width) passes fewer per batch); lower layers go through the targets
-        top = (e @ net.layers[M - 1].weight).mul_(2.0 * self.opts["target_step"])
+        dh = e @ net.layers[M - 1].weight  # ∂ℓ/∂h_{M-1}
+        hat = self.targets(rec, e, dh) if M > 2 else None  # before dh is scaled in place below
+        top = dh.mul_(2.0 * self.opts["target_step"])
         out = [times_derivative(net.hidden, top, rec.a[M - 2], rec.h[M - 1])]
         if M > 2:
-            hat = self.targets(rec, e)
             out = [
                 times_derivative(net.hidden, (rec.h[i + 1] - hat[i]).mul_(2.0), rec.a[i], rec.h[i + 1])
                 for i in range(M - 2)
