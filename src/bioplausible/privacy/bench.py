@@ -47,10 +47,10 @@ def epoch_seconds(cfg, x, t, rule, optimizer, pipeline, gen, clock) -> float:
 
 def main(argv=None) -> int:
     from ..config import resolve
+    from ..errors import UserError
     from ..network import MLP
     from ..rules import make_rule
     from ..training import keep_freed_memory, load_data, make_optimizer
-    from ..errors import UserError
     from . import make_pipeline
     from .noise import check_sampler
 

@@ -73,14 +73,12 @@ class DTP(Rule):
         # difference (two (B, width) passes fewer per batch); lower layers go through the targets
         dh = e @ net.layers[M - 1].weight  # ∂ℓ/∂h_{M-1}
         hat = self.targets(rec, e, dh) if M > 2 else None  # before dh is scaled in place below
+        lower = [
+            times_derivative(net.hidden, (rec.h[i + 1] - hat[i]).mul_(2.0), rec.a[i], rec.h[i + 1])
+            for i in range(M - 2)
+        ]
         top = dh.mul_(2.0 * self.opts["target_step"])
-        out = [times_derivative(net.hidden, top, rec.a[M - 2], rec.h[M - 1])]
-        if M > 2:
-            out = [
-                times_derivative(net.hidden, (rec.h[i + 1] - hat[i]).mul_(2.0), rec.a[i], rec.h[i + 1])
-                for i in range(M - 2)
-            ] + out
-        return out
+        return lower + [times_derivative(net.hidden, top, rec.a[M - 2], rec.h[M - 1])]
 
     def noise(self, like):
         if self._noise_gen is None or self._noise_gen.device != like.device:
